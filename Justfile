@@ -1,0 +1,49 @@
+# sparkbrain developer tasks. `just` lists them; CI runs `just lint` and `just test` (.ci/run).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Where scripts/fetch-runtime.sh puts ONNX Runtime and the embedding model; tests read it too.
+# An absolute path set in the environment wins; otherwise <repo>/vendor.
+export VENDOR_DIR := env("VENDOR_DIR", justfile_directory() + "/vendor")
+
+_default:
+    @{{ just_executable() }} --justfile {{ justfile() }} --list
+
+# Download and verify the pinned ONNX Runtime library and embedding model into vendor/
+fetch:
+    bash scripts/fetch-runtime.sh
+
+# Release build
+build:
+    cargo build --release
+
+# Run the daemon locally with dev/config.toml (data in ./data)
+run: fetch build
+    mkdir -p data
+    @echo "sparkbrain will listen on http://127.0.0.1:8470"
+    @echo "create the first admin from another terminal with:"
+    @echo "    target/release/sparkbrain user add admin --role admin --config dev/config.toml"
+    target/release/sparkbrain serve --config dev/config.toml
+
+# Build (debug, so the binary exists for the tests) and run all tests
+test: fetch
+    cargo build
+    if command -v cargo-nextest >/dev/null 2>&1; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
+
+# Formatting check and clippy with warnings as errors
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Idle resource benchmark
+bench-idle:
+    bash benches/idle.sh
+
+# Write the man page to target/sparkbrain.1
+man:
+    mkdir -p target
+    cargo run --quiet -- man > target/sparkbrain.1
+
+# Format all code
+fmt:
+    cargo fmt --all

@@ -1,0 +1,29 @@
+//! The one mapping from capability errors to HTTP problems.
+
+use crate::auth::AuthError;
+use crate::error::Problem;
+
+impl From<AuthError> for Problem {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidCredentials => Problem::unauthorized(None, e.to_string()),
+            AuthError::MissingCredentials => Problem::unauthorized(None, e.to_string()),
+            AuthError::InvalidToken(_) => {
+                Problem::unauthorized(Some("invalid_token"), e.to_string())
+            }
+            AuthError::RateLimited { retry_after } => {
+                Problem::too_many_requests(retry_after, e.to_string())
+            }
+            AuthError::Forbidden(d) => Problem::forbidden(d),
+            AuthError::NotFound(d) => Problem::not_found(d),
+            AuthError::Conflict(d) => Problem::conflict(d),
+            AuthError::Invalid(d) => Problem::unprocessable(d),
+            AuthError::Key(_) | AuthError::Store(_) | AuthError::Internal(_) => {
+                tracing::error!(error = %e, "request failed");
+                Problem::internal(
+                    "the daemon could not complete the request; its log has the cause",
+                )
+            }
+        }
+    }
+}

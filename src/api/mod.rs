@@ -1,0 +1,104 @@
+//! The HTTP face: routers, request ids, tracing, metrics, and problem+json errors. Handlers are
+//! thin: parse, call one capability, map its error.
+
+mod errors;
+mod extract;
+mod health;
+mod keys;
+mod session;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::daemon::App;
+use crate::error::Problem;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole router over the app.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/auth/token", post(session::token))
+        .route("/auth/refresh", post(session::refresh))
+        .route("/auth/logout", post(session::logout))
+        .route("/auth/me", get(session::me))
+        .route("/status", get(health::status))
+        .route("/users", get(users::list).post(users::create))
+        .route(
+            "/users/{name}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route("/groups", get(users::list_groups).post(users::create_group))
+        .route("/groups/{name}", delete(users::delete_group))
+        .route(
+            "/groups/{name}/members/{user}",
+            put(users::add_member).delete(users::remove_member),
+        )
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", delete(keys::revoke))
+        .route("/audit", get(keys::audit));
+    let metrics = if app.config.metrics.public {
+        get(health::metrics_public)
+    } else {
+        get(health::metrics_private)
+    };
+    let body_limit = usize::try_from(app.config.server.max_body_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", metrics)
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(app)
+}
+
+/// Counts and times every request under its route template (never the raw path, which would
+/// let clients create unbounded label values).
+async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let in_flight = app.metrics.start();
+    let response = next.run(req).await;
+    in_flight.finish(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn not_found(req: Request) -> Problem {
+    Problem::not_found(format!("no route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}

@@ -1,0 +1,295 @@
+//! `sparkbrain doctor`: a checklist of what the daemon needs, with what to do about each failure.
+
+use std::path::Path;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::load;
+use crate::config::{Config, FileChoice};
+use crate::daemon::tls;
+use crate::inference::{Runtime, file_sha256};
+use crate::store::{SCHEMA_VERSION, lock_holder, peek_schema_version};
+
+/// Free space below which the data directory is a warning, and below which it fails.
+const WARN_FREE_BYTES: u64 = 10 << 30;
+const FAIL_FREE_BYTES: u64 = 1 << 30;
+
+/// Arguments of `doctor`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+struct Item {
+    check: &'static str,
+    level: Level,
+    detail: String,
+}
+
+/// Runs every check; exits non-zero when any fails.
+pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
+    let loaded = load(file)?;
+    let config = &loaded.config;
+    let mut items = vec![Item {
+        check: "configuration",
+        level: Level::Ok,
+        detail: loaded.file.as_ref().map_or_else(
+            || "built-in default".into(),
+            |p| format!("{} is valid", p.display()),
+        ),
+    }];
+    items.push(data_dir(&config.data_dir));
+    items.push(disk(&config.data_dir));
+    items.push(database(config));
+    items.extend(runtime(config));
+    items.push(certificate(config));
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        for item in &items {
+            let mark = match item.level {
+                Level::Ok => "[ ok ]",
+                Level::Warn => "[warn]",
+                Level::Fail => "[FAIL]",
+            };
+            println!("{mark} {:<16} {}", item.check, item.detail);
+        }
+    }
+    let failed = items.iter().filter(|i| i.level == Level::Fail).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+fn item(check: &'static str, level: Level, detail: impl Into<String>) -> Item {
+    Item {
+        check,
+        level,
+        detail: detail.into(),
+    }
+}
+
+fn data_dir(dir: &Path) -> Item {
+    if !dir.exists() {
+        return item(
+            "data directory",
+            Level::Warn,
+            format!("{} does not exist yet; `serve` creates it", dir.display()),
+        );
+    }
+    match tempfile::tempfile_in(dir) {
+        Ok(_) => {
+            let running = lock_holder(dir).map_or_else(
+                || "no daemon running".into(),
+                |p| format!("daemon running (PID {p})"),
+            );
+            item(
+                "data directory",
+                Level::Ok,
+                format!("{} is writable; {running}", dir.display()),
+            )
+        }
+        Err(e) => item(
+            "data directory",
+            Level::Fail,
+            format!(
+                "{} is not writable: {e} (run as root or the sparkbrain user)",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+fn disk(dir: &Path) -> Item {
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(s) => {
+            let free = s.blocks_available() * s.fragment_size();
+            let gib = free as f64 / (1u64 << 30) as f64;
+            let level = if free < FAIL_FREE_BYTES {
+                Level::Fail
+            } else if free < WARN_FREE_BYTES {
+                Level::Warn
+            } else {
+                Level::Ok
+            };
+            item(
+                "free disk",
+                level,
+                format!("{gib:.1} GiB free at {}", existing.display()),
+            )
+        }
+        Err(e) => item(
+            "free disk",
+            Level::Warn,
+            format!("cannot measure free space at {}: {e}", existing.display()),
+        ),
+    }
+}
+
+fn database(config: &Config) -> Item {
+    match peek_schema_version(&config.data_dir) {
+        Ok(None) => item("database", Level::Ok, "not created yet; `serve` creates it"),
+        Ok(Some(v)) if v > SCHEMA_VERSION => item(
+            "database",
+            Level::Fail,
+            format!(
+                "schema version {v} is newer than this binary knows ({SCHEMA_VERSION}); upgrade sparkbrain"
+            ),
+        ),
+        Ok(Some(v)) if v < SCHEMA_VERSION => item(
+            "database",
+            Level::Ok,
+            format!("schema version {v}; `serve` will migrate it to {SCHEMA_VERSION}"),
+        ),
+        Ok(Some(v)) => item("database", Level::Ok, format!("schema version {v}")),
+        Err(e) => item("database", Level::Fail, e.to_string()),
+    }
+}
+
+fn runtime(config: &Config) -> Vec<Item> {
+    let mut items = Vec::new();
+    let runtime = match Runtime::load(&config.runtime) {
+        Ok(rt) => {
+            let p = rt.providers();
+            let mut names = Vec::new();
+            if p.tensorrt {
+                names.push("TensorRT");
+            }
+            if p.cuda {
+                names.push("CUDA");
+            }
+            if p.cpu {
+                names.push("CPU");
+            }
+            items.push(item(
+                "onnx runtime",
+                Level::Ok,
+                format!(
+                    "{} from {}; execution providers built in: {}",
+                    rt.version(),
+                    rt.library().display(),
+                    names.join(", ")
+                ),
+            ));
+            Some(rt)
+        }
+        Err(e) => {
+            items.push(item("onnx runtime", Level::Fail, e.to_string()));
+            None
+        }
+    };
+    for (check, path) in [
+        ("embedding model", &config.models.embedding_model),
+        ("tokenizer", &config.models.embedding_tokenizer),
+    ] {
+        items.push(match file_sha256(path) {
+            Ok(f) => item(
+                check,
+                Level::Ok,
+                format!(
+                    "{} ({} bytes, sha256 {})",
+                    f.path.display(),
+                    f.size_bytes,
+                    f.sha256
+                ),
+            ),
+            Err(e) => item(check, Level::Fail, format!("{}: {e}", path.display())),
+        });
+    }
+    if let Some(rt) = runtime
+        && config.models.embedding_model.is_file()
+    {
+        items.push(match rt.load_embedding(&config.models, &config.runtime) {
+            Ok(m) => item(
+                "model loads",
+                Level::Ok,
+                format!(
+                    "inputs {}; outputs {}",
+                    m.inputs().join(", "),
+                    m.outputs().join(", ")
+                ),
+            ),
+            Err(e) => item("model loads", Level::Fail, e.to_string()),
+        });
+    }
+    items
+}
+
+fn certificate(config: &Config) -> Item {
+    if !config.uses_tls() {
+        return item(
+            "tls certificate",
+            Level::Ok,
+            "not needed: the daemon listens on a loopback address",
+        );
+    }
+    let (cert, _) = tls::paths(config);
+    if !cert.exists() && config.tls.certificate.is_empty() {
+        return item(
+            "tls certificate",
+            Level::Ok,
+            "a self-signed certificate will be generated on first start",
+        );
+    }
+    let certs = match tls::read_certs(&cert) {
+        Ok(c) => c,
+        Err(e) => return item("tls certificate", Level::Fail, e.to_string()),
+    };
+    let fingerprint = tls::fingerprint(&certs[0]);
+    match x509_parser::parse_x509_certificate(&certs[0]) {
+        Ok((_, parsed)) => {
+            let validity = parsed.validity();
+            let not_after = validity.not_after;
+            match validity.time_to_expiration() {
+                None => item(
+                    "tls certificate",
+                    Level::Fail,
+                    format!(
+                        "{} expired or not yet valid (not after {not_after})",
+                        cert.display()
+                    ),
+                ),
+                Some(left) if left.whole_days() < 30 => item(
+                    "tls certificate",
+                    Level::Warn,
+                    format!(
+                        "{} expires in {} days ({not_after}); sha256 {fingerprint}",
+                        cert.display(),
+                        left.whole_days()
+                    ),
+                ),
+                Some(_) => item(
+                    "tls certificate",
+                    Level::Ok,
+                    format!(
+                        "{} valid until {not_after}; sha256 {fingerprint}",
+                        cert.display()
+                    ),
+                ),
+            }
+        }
+        Err(e) => item(
+            "tls certificate",
+            Level::Fail,
+            format!("{}: cannot parse: {e}", cert.display()),
+        ),
+    }
+}

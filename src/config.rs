@@ -1,0 +1,594 @@
+//! Layered configuration: embedded default → file → `SPARKBRAIN_*` environment → flags.
+//!
+//! Every layer is merged as a TOML table onto the layers below it and the result is checked
+//! against [`Config`] after each layer, so an error names the layer (file, variable or flag)
+//! that introduced it, the key path, and what was expected.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The documented default configuration, embedded in the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../assets/config.default.toml");
+
+/// The system-wide configuration file read when no `--config` is given (if it exists).
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/sparkbrain/config.toml";
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "SPARKBRAIN_";
+
+/// The daemon's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding the database, blobs, keys and certificates.
+    pub data_dir: PathBuf,
+    /// HTTP listener settings.
+    pub server: ServerConfig,
+    /// TLS certificate settings for non-loopback binds.
+    pub tls: TlsConfig,
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// `/metrics` exposure.
+    pub metrics: MetricsConfig,
+    /// ONNX Runtime settings.
+    pub runtime: RuntimeConfig,
+    /// Model files.
+    pub models: ModelsConfig,
+    /// Logging settings.
+    pub log: LogConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address, validated by [`Config::bind_addr`].
+    pub bind: String,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace_seconds: u64,
+    /// Largest accepted request body for JSON and form endpoints.
+    pub max_body_bytes: u64,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; empty means "generate a self-signed one".
+    pub certificate: String,
+    /// PEM private key matching `certificate`.
+    pub private_key: String,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Access-token lifetime.
+    pub access_token_ttl_seconds: u64,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl_seconds: u64,
+    /// Failed sign-ins allowed per account within the window.
+    pub login_max_failures_per_account: u32,
+    /// Failed sign-ins allowed per source address within the window.
+    pub login_max_failures_per_address: u32,
+    /// Length of the sign-in rate-limit window.
+    pub login_window_seconds: u64,
+    /// Shortest accepted password.
+    pub min_password_length: usize,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without authentication.
+    pub public: bool,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Explicit path of `libonnxruntime.so`; empty means search.
+    pub onnxruntime_library: String,
+    /// Intra-op threads per session; 0 means one per core.
+    pub intra_op_threads: usize,
+}
+
+/// `[models]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The embedding model's ONNX file.
+    pub embedding_model: PathBuf,
+    /// The embedding model's `tokenizer.json`.
+    pub embedding_tokenizer: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter directive.
+    pub level: String,
+    /// Where logs go.
+    pub format: LogFormat,
+}
+
+/// Log destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald under systemd, terminal otherwise.
+    Auto,
+    /// Always journald.
+    Journald,
+    /// Always the terminal (stderr).
+    Terminal,
+}
+
+/// Where a setting came from; named in every error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The embedded default.
+    Default,
+    /// A configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "built-in default configuration"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(name) => write!(f, "command-line flag {name}"),
+        }
+    }
+}
+
+/// A configuration error: where, which key, and what was expected.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{origin}: {}{message}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The layer that holds the bad setting.
+    pub origin: Origin,
+    /// Dotted key path, when the error concerns one key.
+    pub key: Option<String>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(origin: &Origin, key: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.clone(),
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which file layer to read.
+#[derive(Debug, Clone)]
+pub enum FileChoice {
+    /// `--config FILE`: must exist.
+    Explicit(PathBuf),
+    /// The system file if present.
+    System,
+    /// No file layer (used by `config check` on the default alone).
+    None,
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+/// A loaded configuration and the file it came from, if any.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The merged, validated configuration.
+    pub config: Config,
+    /// The file layer that was read.
+    pub file: Option<PathBuf>,
+}
+
+/// Loads and validates the configuration from all layers, reading the process environment.
+pub fn load(file: &FileChoice, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    load_with_env(file, &env, overrides)
+}
+
+/// As [`load`], with the environment given explicitly.
+pub fn load_with_env(
+    file: &FileChoice,
+    env: &[(String, String)],
+    overrides: &Overrides,
+) -> Result<Loaded, ConfigError> {
+    let default_origin = Origin::Default;
+    let default = parse_table(DEFAULT_CONFIG, &default_origin)?;
+    let mut merged = default.clone();
+    check(&merged, &default_origin)?;
+
+    let file_path = match file {
+        FileChoice::Explicit(p) => Some(p.clone()),
+        FileChoice::System if Path::new(SYSTEM_CONFIG_PATH).exists() => {
+            Some(PathBuf::from(SYSTEM_CONFIG_PATH))
+        }
+        _ => None,
+    };
+    if let Some(path) = &file_path {
+        let origin = Origin::File(path.clone());
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let what = match e.kind() {
+                std::io::ErrorKind::NotFound => "file not found".to_string(),
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied reading the file (run as root or the sparkbrain user)"
+                        .to_string()
+                }
+                _ => format!("cannot read the file: {e}"),
+            };
+            ConfigError::new(&origin, None, what)
+        })?;
+        let table = parse_table(&text, &origin)?;
+        merge(&mut merged, table);
+        check(&merged, &origin)?;
+    }
+
+    let mut env_sorted: Vec<&(String, String)> = env.iter().collect();
+    env_sorted.sort();
+    for (name, value) in env_sorted {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let origin = Origin::Env(name.clone());
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let key = path.join(".");
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::new(
+                &origin,
+                Some(&key),
+                "malformed variable name: use SPARKBRAIN_SECTION__KEY, e.g. SPARKBRAIN_SERVER__BIND",
+            ));
+        }
+        let typed = env_value(&default, &path, value)
+            .map_err(|m| ConfigError::new(&origin, Some(&key), m))?;
+        set_path(&mut merged, &path, typed);
+        check(&merged, &origin)?;
+    }
+
+    let flags: [(&str, &[&str], Option<toml::Value>); 3] = [
+        (
+            "--bind",
+            &["server", "bind"],
+            overrides.bind.clone().map(toml::Value::String),
+        ),
+        (
+            "--data-dir",
+            &["data_dir"],
+            overrides
+                .data_dir
+                .as_ref()
+                .map(|p| toml::Value::String(p.display().to_string())),
+        ),
+        (
+            "--log-level",
+            &["log", "level"],
+            overrides.log_level.clone().map(toml::Value::String),
+        ),
+    ];
+    for (flag, path, value) in flags {
+        if let Some(value) = value {
+            let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            set_path(&mut merged, &path, value);
+            check(&merged, &Origin::Flag(flag.to_string()))?;
+        }
+    }
+
+    let config = check(&merged, &Origin::Default)?;
+    Ok(Loaded {
+        config,
+        file: file_path,
+    })
+}
+
+fn parse_table(text: &str, origin: &Origin) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let message = e.message().to_string();
+        let location = e
+            .span()
+            .map(|span| {
+                let (line, col) = line_col(text, span.start);
+                format!("line {line}, column {col}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::new(origin, None, format!("not valid TOML: {location}{message}"))
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+/// Converts an environment string to the TOML type the default has at that key.
+fn env_value(default: &toml::Table, path: &[String], raw: &str) -> Result<toml::Value, String> {
+    let mut current = default;
+    let mut found = None;
+    for (i, part) in path.iter().enumerate() {
+        match current.get(part) {
+            Some(toml::Value::Table(t)) if i + 1 < path.len() => current = t,
+            Some(v) if i + 1 == path.len() => found = Some(v),
+            _ => return Err("unknown configuration key".to_string()),
+        }
+    }
+    match found {
+        Some(toml::Value::String(_)) => Ok(toml::Value::String(raw.to_string())),
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("invalid value {raw:?}: expected an integer")),
+        Some(toml::Value::Boolean(_)) => match raw.trim() {
+            "true" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("invalid value {raw:?}: expected true or false")),
+        },
+        Some(toml::Value::Float(_)) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("invalid value {raw:?}: expected a number")),
+        _ => Err("this key is a section, not a value".to_string()),
+    }
+}
+
+/// Deserializes and validates a merged table; errors are attributed to `origin`.
+fn check(table: &toml::Table, origin: &Origin) -> Result<Config, ConfigError> {
+    let value = toml::Value::Table(table.clone());
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let full = e.into_inner().to_string();
+        // The TOML value deserializer appends "\nin `table`"; the key path already says where.
+        let inner = full.split("\nin `").next().unwrap_or(&full).trim();
+        let (key, message) = describe_serde_error(&path, inner);
+        ConfigError::new(origin, key.as_deref(), message)
+    })?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::new(origin, Some(key), message))?;
+    Ok(config)
+}
+
+/// Turns serde's wording into a key path and a message a person can act on.
+fn describe_serde_error(path: &str, inner: &str) -> (Option<String>, String) {
+    let path = (path != ".").then(|| path.to_string());
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let key = match &path {
+            Some(p) if !p.ends_with(field) => format!("{p}.{field}"),
+            Some(p) => p.clone(),
+            None => field.to_string(),
+        };
+        let expected = expected.trim_start_matches(", ");
+        return (Some(key), format!("unknown key ({expected})"));
+    }
+    if let Some(rest) = inner.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        let key = match &path {
+            Some(p) => format!("{p}.{field}"),
+            None => field.to_string(),
+        };
+        return (Some(key), "missing key".to_string());
+    }
+    let message = ["u64", "u32", "usize"]
+        .iter()
+        .fold(inner.to_string(), |m, t| {
+            m.replace(
+                &format!("expected {t}"),
+                "expected a whole number (0 or more)",
+            )
+        });
+    (path, message)
+}
+
+impl Config {
+    /// The listen address (validated at load time).
+    pub fn bind_addr(&self) -> SocketAddr {
+        // Validation guarantees this parses; the fallback is the documented default.
+        self.server
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470)))
+    }
+
+    /// Whether the listener must use TLS (any non-loopback address).
+    pub fn uses_tls(&self) -> bool {
+        !self.bind_addr().ip().is_loopback()
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return Err((
+                "server.bind",
+                format!(
+                    "invalid address {:?}: expected IP:PORT, e.g. 127.0.0.1:8470 or [::1]:8470",
+                    self.server.bind
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(("data_dir", "must not be empty".to_string()));
+        }
+        if self.tls.certificate.is_empty() != self.tls.private_key.is_empty() {
+            return Err((
+                "tls.certificate",
+                "set both tls.certificate and tls.private_key, or neither".to_string(),
+            ));
+        }
+        let positive: [(&'static str, u64); 4] = [
+            (
+                "auth.access_token_ttl_seconds",
+                self.auth.access_token_ttl_seconds,
+            ),
+            (
+                "auth.refresh_token_ttl_seconds",
+                self.auth.refresh_token_ttl_seconds,
+            ),
+            ("auth.login_window_seconds", self.auth.login_window_seconds),
+            ("server.max_body_bytes", self.server.max_body_bytes),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err((key, "must be greater than 0".to_string()));
+            }
+        }
+        if self.auth.login_max_failures_per_account == 0
+            || self.auth.login_max_failures_per_address == 0
+        {
+            return Err((
+                "auth.login_max_failures_per_account",
+                "sign-in limits must be greater than 0".to_string(),
+            ));
+        }
+        if self.auth.min_password_length < 8 {
+            return Err(("auth.min_password_length", "must be at least 8".to_string()));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err((
+                "log.level",
+                format!(
+                    "invalid filter {:?}: expected error, warn, info, debug, trace or a filter like \"info,sparkbrain=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_with_env(&FileChoice::Explicit(path), &env, &Overrides::default()).map(|l| l.config)
+    }
+
+    #[test]
+    fn default_is_valid() {
+        let loaded = load_with_env(&FileChoice::None, &[], &Overrides::default()).unwrap();
+        assert_eq!(loaded.config.server.bind, "127.0.0.1:8470");
+        assert!(!loaded.config.uses_tls());
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let err = load_text("[server]\nbindd = \"x\"\n", &[]).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("server.bindd"));
+        assert!(err.message.starts_with("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expectation() {
+        let err = load_text("[server]\nshutdown_grace_seconds = \"soon\"\n", &[]).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("server.shutdown_grace_seconds"));
+        assert_eq!(
+            err.message,
+            "invalid type: string \"soon\", expected a whole number (0 or more)"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let cfg = load_text(
+            "[server]\nbind = \"127.0.0.1:1\"\n",
+            &[("SPARKBRAIN_SERVER__BIND", "127.0.0.1:2")],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.bind, "127.0.0.1:2");
+        let loaded = load_with_env(
+            &FileChoice::None,
+            &[("SPARKBRAIN_SERVER__BIND".into(), "127.0.0.1:2".into())],
+            &Overrides {
+                bind: Some("127.0.0.1:3".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(loaded.config.server.bind, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn env_integer_is_typed() {
+        let err = load_text("", &[("SPARKBRAIN_AUTH__LOGIN_WINDOW_SECONDS", "ten")]).unwrap_err();
+        assert_eq!(
+            err.origin,
+            Origin::Env("SPARKBRAIN_AUTH__LOGIN_WINDOW_SECONDS".into())
+        );
+        assert!(err.message.contains("expected an integer"));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = load_text("[server]\nbind = \n", &[]).unwrap_err();
+        assert!(err.message.contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,270 @@
+//! The daemon: builds one [`App`] from the configuration, serves it, and runs its lifecycle
+//! (systemd notifications, watchdog, graceful shutdown).
+
+mod server;
+pub mod tls;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::inference::{EmbeddingModel, Runtime, RuntimeError};
+use crate::store::{BlobStore, DataDirLock, Store};
+use crate::telemetry::{metrics::Metrics, systemd};
+
+/// What the runtime loader produced.
+pub struct RuntimeState {
+    /// The loaded library, or why not.
+    pub runtime: Result<Runtime, RuntimeError>,
+    /// The embedding model, or why not (absent when the runtime failed).
+    pub embedding: Option<Result<EmbeddingModel, RuntimeError>>,
+}
+
+/// Everything a request handler may use; one per daemon, shared through axum state.
+pub struct App {
+    /// The effective configuration.
+    pub config: Config,
+    /// The SQLite store.
+    pub store: Store,
+    /// The blob store.
+    pub blobs: BlobStore,
+    /// Identity and audit.
+    pub auth: Auth,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Set once the runtime loader has finished.
+    pub runtime: OnceLock<RuntimeState>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// SHA-256 fingerprint of the TLS certificate, when serving TLS.
+    pub tls_fingerprint: Option<String>,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What it found, or what is wrong and how to fix it.
+    pub detail: String,
+}
+
+/// Whether the daemon can serve, with the reasons.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// All checks passed.
+    pub ready: bool,
+    /// The individual checks.
+    pub checks: Vec<Check>,
+}
+
+impl App {
+    /// Evaluates readiness: store open, runtime loaded, embedding model loaded.
+    pub fn readiness(&self) -> Readiness {
+        let mut checks = vec![match self.store.schema_version() {
+            Ok(v) => Check {
+                name: "store",
+                ok: true,
+                detail: format!("open, schema version {v}"),
+            },
+            Err(e) => Check {
+                name: "store",
+                ok: false,
+                detail: e.to_string(),
+            },
+        }];
+        match self.runtime.get() {
+            None => {
+                checks.push(Check {
+                    name: "runtime",
+                    ok: false,
+                    detail: "loading ONNX Runtime".into(),
+                });
+            }
+            Some(state) => {
+                checks.push(match &state.runtime {
+                    Ok(rt) => Check {
+                        name: "runtime",
+                        ok: true,
+                        detail: format!(
+                            "ONNX Runtime {} from {}",
+                            rt.version(),
+                            rt.library().display()
+                        ),
+                    },
+                    Err(e) => Check {
+                        name: "runtime",
+                        ok: false,
+                        detail: e.to_string(),
+                    },
+                });
+                checks.push(match &state.embedding {
+                    Some(Ok(m)) => Check {
+                        name: "embedding_model",
+                        ok: true,
+                        detail: format!("loaded {}", m.path().display()),
+                    },
+                    Some(Err(e)) => Check {
+                        name: "embedding_model",
+                        ok: false,
+                        detail: e.to_string(),
+                    },
+                    None => Check {
+                        name: "embedding_model",
+                        ok: false,
+                        detail: "not loaded: ONNX Runtime is not available".into(),
+                    },
+                });
+            }
+        }
+        Readiness {
+            ready: checks.iter().all(|c| c.ok),
+            checks,
+        }
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns after a clean shutdown.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let blobs = BlobStore::open(&config.data_dir)?;
+    let auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
+    let metrics = Metrics::new().context("cannot set up metrics")?;
+
+    let tls = if config.uses_tls() {
+        let setup = tls::setup(&config)?;
+        tracing::info!(
+            certificate = %setup.certificate.display(),
+            sha256 = %setup.fingerprint,
+            "serving TLS 1.3; clients can pin this certificate fingerprint"
+        );
+        Some(setup)
+    } else {
+        None
+    };
+    let addr = config.bind_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process listens there; choose another server.bind"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges; choose a higher port"
+            }
+            std::io::ErrorKind::AddrNotAvailable => "this machine has no such address",
+            _ => "check server.bind",
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e} ({hint})")
+    })?;
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let app = Arc::new(App {
+        tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        config,
+        store,
+        blobs,
+        auth,
+        metrics,
+        runtime: OnceLock::new(),
+        started,
+    });
+    let router = crate::api::router(app.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls.map(|t| t.config),
+        router,
+        async {
+            let _ = stop_rx.await;
+        },
+        grace,
+    ));
+    tracing::info!(%addr, "listening on {scheme}://{addr}");
+
+    let loader_app = app.clone();
+    let state = tokio::task::spawn_blocking(move || load_runtime(&loader_app.config))
+        .await
+        .context("the runtime loader failed")?;
+    let _ = app.runtime.set(state);
+    let readiness = app.readiness();
+    if readiness.ready {
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+    } else {
+        for check in readiness.checks.iter().filter(|c| !c.ok) {
+            tracing::warn!(check = check.name, "not ready: {}", check.detail);
+        }
+    }
+    systemd::ready(&format!(
+        "serving on {scheme}://{addr}{}",
+        if readiness.ready {
+            ""
+        } else {
+            " (not ready: see /readyz)"
+        }
+    ));
+    let watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+
+    wait_for_signal().await?;
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
+    systemd::stopping();
+    let _ = stop_tx.send(());
+    let finished = server.await.context("the server task failed")?;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if !finished {
+        tracing::warn!("grace period over; dropping the requests still running");
+    }
+    app.store
+        .with_conn(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(crate::store::StoreError::from)
+        })
+        .context("cannot checkpoint the database")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_runtime(config: &Config) -> RuntimeState {
+    match Runtime::load(&config.runtime) {
+        Ok(runtime) => {
+            let embedding = Some(runtime.load_embedding(&config.models, &config.runtime));
+            RuntimeState {
+                runtime: Ok(runtime),
+                embedding,
+            }
+        }
+        Err(e) => RuntimeState {
+            runtime: Err(e),
+            embedding: None,
+        },
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+    Ok(())
+}

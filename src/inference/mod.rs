@@ -1,0 +1,6 @@
+//! Model inference on ONNX Runtime. Today: locating and loading the runtime library and the
+//! default embedding model; the model repository and serving build on this.
+
+mod runtime;
+
+pub use runtime::{EmbeddingModel, ModelFile, Runtime, RuntimeError, file_sha256, find_library};

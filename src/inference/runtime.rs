@@ -1,0 +1,320 @@
+//! Finding and loading ONNX Runtime (loaded at run time, never linked) and the embedding model.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ort::environment::Environment;
+use ort::ep::ExecutionProvider;
+use ort::session::Session;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ModelsConfig, RuntimeConfig};
+
+/// The library file name the onnxruntime wheel ships (it has no unversioned symlink).
+const LIBRARY_NAMES: &[&str] = &[
+    "libonnxruntime.so.1.31.1",
+    "libonnxruntime.so.1",
+    "libonnxruntime.so",
+];
+
+/// Folders searched, in order, when neither the config nor `ORT_DYLIB_PATH` names the library.
+const SEARCH_DIRS: &[&str] = &[
+    "/usr/lib/sparkbrain",
+    "/usr/local/lib",
+    "vendor/onnxruntime",
+];
+
+/// Why the runtime or a model is not usable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// No library file was found.
+    #[error(
+        "ONNX Runtime library not found (looked at {}); install it, set runtime.onnxruntime_library or ORT_DYLIB_PATH, or run `just fetch`",
+        .looked.join(", ")
+    )]
+    LibraryNotFound {
+        /// Paths tried.
+        looked: Vec<String>,
+    },
+    /// The library exists but could not be loaded.
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    LibraryLoad {
+        /// The library path.
+        path: String,
+        /// The loader's message.
+        message: String,
+    },
+    /// A model file is missing.
+    #[error("{what} not found at {path}; install it or set {key}")]
+    ModelMissing {
+        /// Which file.
+        what: &'static str,
+        /// Where it was expected.
+        path: String,
+        /// The config key naming it.
+        key: &'static str,
+    },
+    /// ONNX Runtime refused the model.
+    #[error("cannot load the model {path}: {message}")]
+    ModelLoad {
+        /// The model path.
+        path: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+}
+
+/// Finds the library: config, then `ORT_DYLIB_PATH`, then the standard folders.
+pub fn find_library(config: &RuntimeConfig) -> Result<PathBuf, RuntimeError> {
+    let mut looked = Vec::new();
+    let explicit = [
+        Some(config.onnxruntime_library.clone()).filter(|s| !s.is_empty()),
+        std::env::var("ORT_DYLIB_PATH")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    ];
+    if let Some(path) = explicit.into_iter().flatten().next() {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        looked.push(path.display().to_string());
+        return Err(RuntimeError::LibraryNotFound { looked });
+    }
+    for dir in SEARCH_DIRS {
+        for name in LIBRARY_NAMES {
+            let candidate = Path::new(dir).join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+        looked.push(format!("{dir}/{}", LIBRARY_NAMES[0]));
+    }
+    Err(RuntimeError::LibraryNotFound { looked })
+}
+
+/// A loaded ONNX Runtime: the library, its version and the process's environment.
+pub struct Runtime {
+    library: PathBuf,
+    version: String,
+    environment: Environment,
+}
+
+/// Execution providers compiled into the loaded library.
+#[derive(Debug, Clone, Serialize)]
+pub struct Providers {
+    /// TensorRT is available in this build.
+    pub tensorrt: bool,
+    /// CUDA is available in this build.
+    pub cuda: bool,
+    /// The CPU provider (always present).
+    pub cpu: bool,
+}
+
+impl Runtime {
+    /// Loads the library and creates the process's one ONNX Runtime environment.
+    /// Call at most once per process.
+    pub fn load(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let library = find_library(config)?;
+        let load_err = |message: String| RuntimeError::LibraryLoad {
+            path: library.display().to_string(),
+            message,
+        };
+        let builder = ort::init_from(&library).map_err(|e| load_err(e.to_string()))?;
+        let environment = builder
+            .with_name("sparkbrain")
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        let version = library_version(&library).map_err(load_err)?;
+        Ok(Runtime {
+            library,
+            version,
+            environment,
+        })
+    }
+
+    /// The library file that was loaded.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// The library's version, e.g. `1.31.1`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Which execution providers the library was built with. A GPU provider being available
+    /// here does not mean a GPU works: sessions record what they actually got.
+    pub fn providers(&self) -> Providers {
+        Providers {
+            tensorrt: ort::ep::TensorRT::is_available().unwrap_or(false),
+            cuda: ort::ep::CUDA::is_available().unwrap_or(false),
+            cpu: ort::ep::CPU::is_available().unwrap_or(true),
+        }
+    }
+
+    /// Loads the embedding model on the CPU provider.
+    pub fn load_embedding(
+        &self,
+        models: &ModelsConfig,
+        config: &RuntimeConfig,
+    ) -> Result<EmbeddingModel, RuntimeError> {
+        for (what, path, key) in [
+            (
+                "embedding model",
+                &models.embedding_model,
+                "models.embedding_model",
+            ),
+            (
+                "embedding tokenizer",
+                &models.embedding_tokenizer,
+                "models.embedding_tokenizer",
+            ),
+        ] {
+            if !path.is_file() {
+                return Err(RuntimeError::ModelMissing {
+                    what,
+                    path: path.display().to_string(),
+                    key,
+                });
+            }
+        }
+        let path = &models.embedding_model;
+        let model_err = |message: String| RuntimeError::ModelLoad {
+            path: path.display().to_string(),
+            message,
+        };
+        let threads = match config.intra_op_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let session = Session::builder(&self.environment)
+            .map_err(|e| model_err(e.to_string()))?
+            .with_intra_threads(threads)
+            .map_err(|e| model_err(e.to_string()))?
+            .commit_from_file(path)
+            .map_err(|e| model_err(e.to_string()))?;
+        let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(EmbeddingModel {
+            path: path.clone(),
+            size_bytes,
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect(),
+            _session: session,
+        })
+    }
+}
+
+/// The loaded default embedding model. Serving it is the model-serving capability's job; this
+/// holds the session so the daemon is ready to serve the moment it says so.
+pub struct EmbeddingModel {
+    path: PathBuf,
+    size_bytes: u64,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    _session: Session,
+}
+
+impl EmbeddingModel {
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the model file in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Input names of the graph.
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// Output names of the graph.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+}
+
+/// A model file with its size and SHA-256, for `doctor`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFile {
+    /// Path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// Hashes a file in streaming fashion.
+pub fn file_sha256(path: &Path) -> std::io::Result<ModelFile> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(ModelFile {
+        path: path.to_path_buf(),
+        size_bytes: size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// Asks the library for its version through `OrtGetApiBase()->GetVersionString()`, the one
+/// entry point that is stable across ONNX Runtime releases.
+fn library_version(path: &Path) -> Result<String, String> {
+    type GetApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: the library was just loaded by ort from this path, so opening it again only takes
+    // another reference; `OrtGetApiBase` has this signature in every release, returns a pointer
+    // to a static table, and `GetVersionString` returns a static NUL-terminated string.
+    unsafe {
+        let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+        let get: libloading::Symbol<GetApiBase> = lib
+            .get(b"OrtGetApiBase\0")
+            .map_err(|_| "the library does not export OrtGetApiBase".to_string())?;
+        let base = get();
+        if base.is_null() {
+            return Err("OrtGetApiBase returned null".into());
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return Err("GetVersionString returned null".into());
+        }
+        Ok(std::ffi::CStr::from_ptr(version)
+            .to_string_lossy()
+            .into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_missing_library_is_reported() {
+        let cfg = RuntimeConfig {
+            onnxruntime_library: "/nonexistent/libonnxruntime.so".into(),
+            intra_op_threads: 0,
+        };
+        let err = find_library(&cfg).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
+    }
+}

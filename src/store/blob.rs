@@ -1,0 +1,193 @@
+//! Content-addressed blob store for original files.
+//!
+//! A blob is named by the SHA-256 of its bytes and stored at `blobs/<aa>/<bb>/<hash>`. Writes
+//! stream through a temporary file in `blobs/tmp/` that is fsynced and renamed into place, and
+//! the parent directory is fsynced, so a blob is either absent or complete, even after a crash.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+
+/// The SHA-256 of a blob's content, as lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobId(String);
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for BlobId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(BlobId(s.to_string()))
+        } else {
+            Err(format!("{s:?} is not a blob id (64 lowercase hex digits)"))
+        }
+    }
+}
+
+/// The blob store rooted at `<data_dir>/blobs`.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens the blob store under `data_dir`, creating its folders and removing temporary files
+    /// left by an interrupted write.
+    pub fn open(data_dir: &Path) -> Result<BlobStore, StoreError> {
+        let root = data_dir.join("blobs");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| StoreError::io("cannot create blob folder", &tmp, e))?;
+        let entries =
+            std::fs::read_dir(&tmp).map_err(|e| StoreError::io("cannot list", &tmp, e))?;
+        for entry in entries.flatten() {
+            // Leftovers of writes that never reached their rename: never acknowledged.
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(BlobStore { root })
+    }
+
+    /// Streams `reader` into the store and returns its id and size. Storing content that is
+    /// already present is cheap and leaves the existing blob untouched.
+    pub fn put(&self, mut reader: impl Read) -> Result<(BlobId, u64), StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| StoreError::io("cannot create temporary blob in", &tmp_dir, e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| StoreError::io("cannot read blob source for", tmp.path(), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
+            size += n as u64;
+        }
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io("cannot sync", tmp.path(), e))?;
+        let id = BlobId(hex::encode(hasher.finalize()));
+        let dest = self.path(&id);
+        if dest.exists() {
+            return Ok((id, size));
+        }
+        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| StoreError::io("cannot create blob folder", &parent, e))?;
+        tmp.persist(&dest)
+            .map_err(|e| StoreError::io("cannot move blob into", &dest, e.error))?;
+        sync_dir(&parent)?;
+        Ok((id, size))
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, id: &BlobId) -> Result<File, StoreError> {
+        let path = self.path(id);
+        File::open(&path).map_err(|e| StoreError::io("cannot open blob", &path, e))
+    }
+
+    /// Whether the blob is stored.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Removes a blob; removing an absent blob is not an error.
+    pub fn remove(&self, id: &BlobId) -> Result<(), StoreError> {
+        let path = self.path(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("cannot remove blob", &path, e)),
+        }
+    }
+
+    fn path(&self, id: &BlobId) -> PathBuf {
+        self.root.join(&id.0[..2]).join(&id.0[2..4]).join(&id.0)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("cannot sync folder", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_content_addressed_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (id, size) = store.put(&b"hello world"[..]).unwrap();
+        assert_eq!(
+            id.to_string(),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(size, 11);
+        let (again, _) = store.put(&b"hello world"[..]).unwrap();
+        assert_eq!(again, id);
+        let mut text = String::new();
+        store
+            .open_blob(&id)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "hello world");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        store.remove(&id).unwrap();
+        assert!(!store.contains(&id));
+        store.remove(&id).unwrap();
+    }
+
+    #[test]
+    fn failed_read_leaves_no_blob() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert!(store.put(Broken).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn blob_id_rejects_paths() {
+        assert!("../../etc/passwd".parse::<BlobId>().is_err());
+        assert!("B94D".parse::<BlobId>().is_err());
+    }
+}
