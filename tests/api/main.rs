@@ -1,0 +1,4 @@
+//! Black-box tests: api.
+
+#[path = "../common/mod.rs"]
+mod common;

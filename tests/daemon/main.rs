@@ -1,0 +1,4 @@
+//! Black-box tests: daemon.
+
+#[path = "../common/mod.rs"]
+mod common;
