@@ -9,16 +9,20 @@ export VENDOR_DIR := env("VENDOR_DIR", justfile_directory() + "/vendor")
 _default:
     @{{ just_executable() }} --justfile {{ justfile() }} --list
 
+# Install the system and Python packages the build and the tests need (Debian/Ubuntu)
+deps:
+    bash scripts/install-deps.sh
+
 # Download and verify the pinned ONNX Runtime library and embedding model into vendor/
 fetch:
     bash scripts/fetch-runtime.sh
 
 # Release build
-build:
+build: deps
     cargo build --release
 
 # Run the daemon locally with dev/config.toml (data in ./data)
-run: fetch build
+run: deps fetch build
     mkdir -p data
     @echo "sparkbrain will listen on http://127.0.0.1:8470"
     @echo "create the first admin from another terminal with:"
@@ -26,12 +30,12 @@ run: fetch build
     target/release/sparkbrain serve --config dev/config.toml
 
 # Build (debug, so the binary exists for the tests) and run all tests
-test: fetch
+test: deps fetch
     cargo build
     if command -v cargo-nextest >/dev/null 2>&1; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
 
 # Formatting check and clippy with warnings as errors
-lint:
+lint: deps
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 

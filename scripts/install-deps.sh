@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing sparkbrain needs beyond Rust, on Debian/Ubuntu:
+# system packages (libsystemd for sd_notify, openssl for the TLS tests) and the Python package
+# the tests use to parse /metrics. Installs only what is missing; uses sudo when not root.
+set -euo pipefail
+
+PROMETHEUS_CLIENT_VERSION=0.26.0
+packages=(pkg-config libsystemd-dev openssl ca-certificates curl)
+
+sudo=()
+[[ "$(id -u)" == 0 ]] || sudo=(sudo)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! python3 -c "import prometheus_client" 2>/dev/null; then
+    echo "installing prometheus_client==${PROMETHEUS_CLIENT_VERSION} (tests parse /metrics with it)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+        python3 -m pip install --quiet "prometheus_client==${PROMETHEUS_CLIENT_VERSION}"
+fi
