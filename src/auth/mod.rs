@@ -396,7 +396,7 @@ impl Auth {
             .ok_or(AuthError::InvalidToken(
                 "the access token's user is disabled or deleted",
             ))?;
-        if claims.iat < creds.password_changed_at / 1000 {
+        if claims.iat_ms < creds.password_changed_at {
             return Err(AuthError::InvalidToken(
                 "the password changed after this access token was issued; sign in again",
             ));

@@ -27,6 +27,9 @@ pub struct Claims {
     pub role: Role,
     /// Issued at (seconds).
     pub iat: i64,
+    /// Issued at in milliseconds: a password change ends tokens issued before it, and whole
+    /// seconds cannot order a change and a sign-in within the same second.
+    pub iat_ms: i64,
     /// Expires at (seconds).
     pub exp: i64,
     /// Issuer.
@@ -90,12 +93,14 @@ impl SigningKey {
         role: Role,
         ttl_secs: u64,
     ) -> Result<String, AuthError> {
-        let iat = now_ms() / 1000;
+        let iat_ms = now_ms();
+        let iat = iat_ms / 1000;
         let claims = Claims {
             sub: user_id.to_string(),
             name: name.to_string(),
             role,
             iat,
+            iat_ms,
             exp: iat + ttl_secs as i64,
             iss: ISSUER.to_string(),
         };
