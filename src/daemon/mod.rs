@@ -138,6 +138,9 @@ impl App {
 /// Runs the daemon until SIGTERM or SIGINT. Returns after a clean shutdown.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Handle SIGTERM/SIGINT from the start: the listener serves while the runtime loads, and
+    // until these exist a signal would kill the process without draining in-flight requests.
+    let mut signals = ShutdownSignals::new()?;
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let blobs = BlobStore::open(&config.data_dir)?;
@@ -196,29 +199,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening on {scheme}://{addr}");
 
     let loader_app = app.clone();
-    let state = tokio::task::spawn_blocking(move || load_runtime(&loader_app.config))
-        .await
-        .context("the runtime loader failed")?;
-    let _ = app.runtime.set(state);
-    let readiness = app.readiness();
-    if readiness.ready {
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-    } else {
-        for check in readiness.checks.iter().filter(|c| !c.ok) {
-            tracing::warn!(check = check.name, "not ready: {}", check.detail);
+    let loader = tokio::task::spawn_blocking(move || load_runtime(&loader_app.config));
+    // A stop request while the runtime loads is honoured at once; the loader thread is left
+    // to finish on its own (the process exits without waiting for it).
+    let stopped_early = tokio::select! {
+        state = loader => {
+            let _ = app.runtime.set(state.context("the runtime loader failed")?);
+            false
         }
-    }
-    systemd::ready(&format!(
-        "serving on {scheme}://{addr}{}",
+        () = signals.wait() => true,
+    };
+    let mut watchdog = None;
+    if !stopped_early {
+        let readiness = app.readiness();
         if readiness.ready {
-            ""
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
         } else {
-            " (not ready: see /readyz)"
+            for check in readiness.checks.iter().filter(|c| !c.ok) {
+                tracing::warn!(check = check.name, "not ready: {}", check.detail);
+            }
         }
-    ));
-    let watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
-
-    wait_for_signal().await?;
+        systemd::ready(&format!(
+            "serving on {scheme}://{addr}{}",
+            if readiness.ready { "" } else { " (not ready: see /readyz)" }
+        ));
+        watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+        signals.wait().await;
+    }
     tracing::info!(
         grace_seconds = grace.as_secs(),
         "shutting down: finishing in-flight requests"
@@ -258,13 +265,26 @@ fn load_runtime(config: &Config) -> RuntimeState {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM"),
-        _ = int.recv() => tracing::info!("received SIGINT"),
+/// SIGTERM and SIGINT handlers; a signal arriving after [`ShutdownSignals::new`] is kept until
+/// [`ShutdownSignals::wait`].
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("received SIGTERM"),
+            _ = self.int.recv() => tracing::info!("received SIGINT"),
+        }
+    }
 }

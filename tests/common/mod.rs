@@ -92,9 +92,11 @@ impl Setup {
     /// `runtime_library` overrides the library path.
     pub fn write_config(&self, runtime_library: Option<&str>) -> PathBuf {
         let v = vendor();
-        let lib = runtime_library
-            .map(str::to_string)
-            .unwrap_or_else(|| v.join("onnxruntime/libonnxruntime.so.1.31.1").display().to_string());
+        let lib = runtime_library.map(str::to_string).unwrap_or_else(|| {
+            v.join("onnxruntime/libonnxruntime.so.1.31.1")
+                .display()
+                .to_string()
+        });
         let text = format!(
             "data_dir = {data:?}\n\
              [server]\nbind = {bind:?}\nshutdown_grace_seconds = 10\n{server_extra}\
@@ -104,8 +106,14 @@ impl Setup {
             data = self.data_dir().display().to_string(),
             bind = self.bind,
             lib = lib,
-            model = v.join("models/all-MiniLM-L6-v2/model.onnx").display().to_string(),
-            tok = v.join("models/all-MiniLM-L6-v2/tokenizer.json").display().to_string(),
+            model = v
+                .join("models/all-MiniLM-L6-v2/model.onnx")
+                .display()
+                .to_string(),
+            tok = v
+                .join("models/all-MiniLM-L6-v2/tokenizer.json")
+                .display()
+                .to_string(),
             extra = self.extra,
             server_extra = self.server_extra,
         );
@@ -227,7 +235,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("daemon did not answer /healthz in 30 s; log:\n{}", self.logs());
+        panic!(
+            "daemon did not answer /healthz in 30 s; log:\n{}",
+            self.logs()
+        );
     }
 
     /// Waits until `/readyz` answers 200.

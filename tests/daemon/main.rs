@@ -2,3 +2,13 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod support;
+
+mod config_errors;
+mod health;
+mod lifecycle;
+mod metrics;
+mod store;
+mod systemd;
+mod tls;
