@@ -221,7 +221,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         systemd::ready(&format!(
             "serving on {scheme}://{addr}{}",
-            if readiness.ready { "" } else { " (not ready: see /readyz)" }
+            if readiness.ready {
+                ""
+            } else {
+                " (not ready: see /readyz)"
+            }
         ));
         watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
         signals.wait().await;
