@@ -97,6 +97,18 @@ pub struct RuntimeConfig {
     pub onnxruntime_library: String,
     /// Intra-op threads per session; 0 means one per core.
     pub intra_op_threads: usize,
+    /// Memory against speed for model sessions.
+    pub memory_mode: MemoryMode,
+}
+
+/// How model sessions trade memory for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryMode {
+    /// Quantised weights stay quantised; no CPU arena.
+    Compact,
+    /// ONNX Runtime's defaults: constant folding and the CPU arena.
+    Fast,
 }
 
 /// `[models]`.

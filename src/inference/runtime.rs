@@ -9,7 +9,7 @@ use ort::session::Session;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ModelsConfig, RuntimeConfig};
+use crate::config::{MemoryMode, ModelsConfig, RuntimeConfig};
 
 /// The library file name the onnxruntime wheel ships (it has no unversioned symlink).
 const LIBRARY_NAMES: &[&str] = &[
@@ -189,10 +189,20 @@ impl Runtime {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let session = Session::builder(&self.environment)
+        let mut builder = Session::builder(&self.environment)
             .map_err(|e| model_err(e.to_string()))?
             .with_intra_threads(threads)
-            .map_err(|e| model_err(e.to_string()))?
+            .map_err(|e| model_err(e.to_string()))?;
+        if config.memory_mode == MemoryMode::Compact {
+            // Constant folding expands int8 weights to float at load (4x their size), and the
+            // arena keeps a run's peak allocation for the life of the session.
+            builder = builder
+                .with_disabled_optimizers("ConstantFolding")
+                .map_err(|e| model_err(e.to_string()))?
+                .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .map_err(|e| model_err(e.to_string()))?;
+        }
+        let session = builder
             .commit_from_file(path)
             .map_err(|e| model_err(e.to_string()))?;
         let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -313,6 +323,7 @@ mod tests {
         let cfg = RuntimeConfig {
             onnxruntime_library: "/nonexistent/libonnxruntime.so".into(),
             intra_op_threads: 0,
+            memory_mode: MemoryMode::Compact,
         };
         let err = find_library(&cfg).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/libonnxruntime.so"), "{err}");
