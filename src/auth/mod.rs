@@ -240,6 +240,16 @@ impl Auth {
         match (creds, reason) {
             (Some(c), None) => {
                 self.limiter.record_success(name);
+                // Sign-ins are audited too, so an admin can tell who came in when and from where.
+                self.audit(Self::event(
+                    Some(c.name.clone()),
+                    "auth.login",
+                    Some(c.name.clone()),
+                    Outcome::Allowed,
+                    ctx,
+                    None,
+                ))
+                .await;
                 self.issue_pair(c.id, c.name, c.role).await
             }
             (_, reason) => {

@@ -199,7 +199,9 @@ impl Runtime {
             builder = builder
                 .with_disabled_optimizers("ConstantFolding")
                 .map_err(|e| model_err(e.to_string()))?
-                .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
                 .map_err(|e| model_err(e.to_string()))?;
         }
         let session = builder

@@ -124,17 +124,7 @@ impl Setup {
 
     /// A `sparkbrain` command with this config and a clean environment.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("SPARKBRAIN_")
-                || key == "ORT_DYLIB_PATH"
-                || key == "NOTIFY_SOCKET"
-                || key == "JOURNAL_STREAM"
-                || key.starts_with("WATCHDOG_")
-            {
-                cmd.env_remove(key);
-            }
-        }
+        let mut cmd = bare_command();
         cmd.arg("--config").arg(self.config_path());
         cmd
     }
@@ -194,6 +184,22 @@ impl Setup {
     }
 }
 
+/// A `sparkbrain` command with no `--config` and none of the variables the daemon reads.
+pub fn bare_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SPARKBRAIN_")
+            || key == "ORT_DYLIB_PATH"
+            || key == "NOTIFY_SOCKET"
+            || key == "JOURNAL_STREAM"
+            || key.starts_with("WATCHDOG_")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -222,6 +228,14 @@ impl Daemon {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client")
+    }
+
+    /// `GET path` without credentials.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.client()
+            .get(self.url(path))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     fn wait_healthy(&self) {

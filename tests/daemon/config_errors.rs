@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{Setup, free_port};
-use crate::support::{bin, connection_refused, run_limited, stderr, stdout};
+use crate::common::{Setup, bare_command, free_port};
+use crate::support::{connection_refused, run_limited, stderr, stdout};
 
 const EX_CONFIG: i32 = 78;
 
@@ -24,12 +24,12 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 /// stderr line that starts with `expected_prefix` (after the `sparkbrain: error: ` tag).
 /// Returns that line from `serve`.
 fn assert_both_fail(file: &Path, env: &[(&str, &str)], expected_prefix: &str) -> String {
-    let mut check = bin();
+    let mut check = bare_command();
     check
         .args(["config", "check"])
         .arg(file)
         .envs(env.iter().copied());
-    let mut serve = bin();
+    let mut serve = bare_command();
     serve
         .arg("--config")
         .arg(file)
@@ -158,7 +158,10 @@ fn unknown_environment_key_is_named() {
 
 #[test]
 fn default_config_is_valid_toml_and_passes_check() {
-    let out = run_limited(bin().args(["config", "default"]), Duration::from_secs(20));
+    let out = run_limited(
+        bare_command().args(["config", "default"]),
+        Duration::from_secs(20),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let table: toml::Table = text.parse().expect("`config default` is not valid TOML");
@@ -173,7 +176,7 @@ fn default_config_is_valid_toml_and_passes_check() {
     let file = dir.path().join("default.toml");
     std::fs::write(&file, &text).unwrap();
     let out = run_limited(
-        bin().args(["config", "check"]).arg(&file),
+        bare_command().args(["config", "check"]).arg(&file),
         Duration::from_secs(20),
     );
     assert!(

@@ -8,11 +8,7 @@ fn healthz_answers_ok_with_version() {
     let setup = Setup::new();
     setup.write_config(None);
     let daemon = setup.start();
-    let resp = daemon
-        .client()
-        .get(daemon.url("/healthz"))
-        .send()
-        .expect("healthz");
+    let resp = daemon.get("/healthz");
     assert_eq!(resp.status(), 200);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
     assert!(
@@ -30,11 +26,7 @@ fn readyz_becomes_ready_with_all_checks_passing() {
     setup.write_config(None);
     let daemon = setup.start();
     daemon.wait_ready();
-    let resp = daemon
-        .client()
-        .get(daemon.url("/readyz"))
-        .send()
-        .expect("readyz");
+    let resp = daemon.get("/readyz");
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().expect("json");
     assert_eq!(body["status"], "ready", "{body}");
@@ -68,11 +60,7 @@ fn readyz_names_a_missing_runtime_library() {
         "no reason names {missing}: {reasons:?}"
     );
     // The process itself is alive: liveness stays green.
-    let health = daemon
-        .client()
-        .get(daemon.url("/healthz"))
-        .send()
-        .expect("healthz");
+    let health = daemon.get("/healthz");
     assert_eq!(health.status(), 200);
 }
 

@@ -94,11 +94,7 @@ fn second_daemon_on_the_same_data_dir_is_refused() {
         "stderr:\n{err}"
     );
     // The first daemon is unharmed.
-    let resp = daemon
-        .client()
-        .get(daemon.url("/healthz"))
-        .send()
-        .expect("healthz");
+    let resp = daemon.get("/healthz");
     assert_eq!(resp.status(), 200);
 }
 

@@ -118,11 +118,7 @@ fn metrics_need_a_token_by_default() {
     let bogus = get_metrics(&daemon, Some("not-a-token"));
     assert_eq!(bogus.status(), 401);
 
-    let health = daemon
-        .client()
-        .get(daemon.url("/healthz"))
-        .send()
-        .expect("healthz");
+    let health = daemon.get("/healthz");
     assert_eq!(health.status(), 200);
 
     let token = daemon.token("admin", ADMIN_PASSWORD);
@@ -141,11 +137,7 @@ fn public_metrics_need_no_token() {
     let setup = Setup::new().with("[metrics]\npublic = true");
     setup.write_config(None);
     let daemon = setup.start();
-    let health = daemon
-        .client()
-        .get(daemon.url("/healthz"))
-        .send()
-        .expect("healthz");
+    let health = daemon.get("/healthz");
     assert_eq!(health.status(), 200);
 
     let resp = get_metrics(&daemon, None);

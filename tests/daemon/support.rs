@@ -5,23 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, Daemon};
-
-/// A `sparkbrain` command with no `--config` and none of the variables the daemon reads.
-pub fn bin() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SPARKBRAIN_")
-            || key == "ORT_DYLIB_PATH"
-            || key == "NOTIFY_SOCKET"
-            || key == "JOURNAL_STREAM"
-            || key.starts_with("WATCHDOG_")
-        {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use crate::common::Daemon;
 
 /// Runs `cmd` to completion with `input` on stdin, killing it (and failing the test) after
 /// `limit`, so that a command which unexpectedly starts serving cannot hang the suite.
