@@ -449,9 +449,20 @@ fn audit_log_records_denials_and_admin_actions() {
         denied.iter().all(|r| r["outcome"] == "denied"),
         "{denied:#?}"
     );
-    let resp = env.get("/api/v1/audit?action=auth.login", &admin);
+    let resp = env.get("/api/v1/audit?action=auth.login&outcome=denied", &admin);
+    let failed_logins: Vec<Value> = resp.json().unwrap();
+    assert_eq!(failed_logins.len(), 2, "{failed_logins:#?}");
+    // Successful sign-ins are recorded under the user who signed in.
+    let resp = env.get("/api/v1/audit?action=auth.login&outcome=allowed", &admin);
     let logins: Vec<Value> = resp.json().unwrap();
-    assert_eq!(logins.len(), 2, "{logins:#?}");
+    for user in ["admin", "vera"] {
+        assert!(
+            logins
+                .iter()
+                .any(|r| r["actor"] == user && r["target"] == user),
+            "no sign-in of {user}: {logins:#?}"
+        );
+    }
 
     let body = problem(env.get("/api/v1/audit?limit=0", &admin), 422);
     assert!(detail(&body).contains("limit"), "{body}");
