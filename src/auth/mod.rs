@@ -460,6 +460,22 @@ impl Auth {
     {
         self.require_admin(p, action, target.as_deref(), ctx)
             .await?;
+        self.audited(p, ctx, action, target, f).await
+    }
+
+    /// Runs `f` in the store and audits its outcome (the caller has checked permissions).
+    async fn audited<T, F>(
+        &self,
+        p: &Principal,
+        ctx: &RequestContext,
+        action: &'static str,
+        target: Option<String>,
+        f: F,
+    ) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, AuthError> + Send + 'static,
+    {
         let result = self.store.run(f).await;
         let (outcome, detail) = match &result {
             Ok(_) => (Outcome::Allowed, None),
@@ -495,12 +511,13 @@ impl Auth {
         password: &str,
         role: Role,
     ) -> Result<User, AuthError> {
+        // Checked before hashing, so that refused callers cannot make the daemon hash for them.
         self.require_admin(p, "user.create", Some(name), ctx)
             .await?;
         users::validate_name("user", name)?;
         let hash = self.hash(password).await?;
         let name = name.to_string();
-        self.admin_action(p, ctx, "user.create", Some(name.clone()), move |c| {
+        self.audited(p, ctx, "user.create", Some(name.clone()), move |c| {
             users::insert(c, &name, role, &hash)
         })
         .await

@@ -93,7 +93,7 @@ fn data_dir(dir: &Path) -> Item {
     }
     match tempfile::tempfile_in(dir) {
         Ok(_) => {
-            let running = lock_holder(dir).map_or_else(
+            let running = lock_holder(dir).map(|h| h.pid).map_or_else(
                 || "no daemon running".into(),
                 |p| format!("daemon running (PID {p})"),
             );

@@ -10,7 +10,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 
 use super::load;
-use crate::config::{Config, FileChoice};
+use crate::config::FileChoice;
 use crate::daemon::tls;
 use crate::store::{lock_holder, peek_schema_version};
 
@@ -25,9 +25,17 @@ pub struct Args {
 /// Prints the status; fails (exit 1) when no daemon runs or it is not ready.
 pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     let config = load(file)?.config;
-    let pid = lock_holder(&config.data_dir);
-    let fingerprint = config
-        .uses_tls()
+    let holder = lock_holder(&config.data_dir);
+    let pid = holder.as_ref().map(|h| h.pid);
+    // The running daemon's own record beats the configuration, which flags may have overridden.
+    let configured = format!(
+        "{}://{}",
+        if config.uses_tls() { "https" } else { "http" },
+        config.bind_addr()
+    );
+    let url = holder.and_then(|h| h.url).unwrap_or(configured);
+    let tls = url.starts_with("https://");
+    let fingerprint = tls
         .then(|| {
             let (cert, _) = tls::paths(&config);
             tls::read_certs(&cert).map(|c| tls::fingerprint(&c[0]))
@@ -38,8 +46,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         Err(e) => (None, Some(e.to_string())),
     };
     let schema = peek_schema_version(&config.data_dir).ok().flatten();
-    let scheme = if config.uses_tls() { "https" } else { "http" };
-    let probe = pid.map(|_| probe_ready(&config, fingerprint.as_deref()));
+    let probe = pid.map(|_| probe_ready(&url, fingerprint.as_deref()));
     let (ready, reasons) = match &probe {
         Some(Ok((ready, reasons))) => (Some(*ready), reasons.clone()),
         Some(Err(e)) => (Some(false), vec![format!("cannot reach the daemon: {e:#}")]),
@@ -49,7 +56,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         let out = json!({
             "running": pid.is_some(),
             "pid": pid,
-            "url": format!("{scheme}://{}", config.server.bind),
+            "url": url,
             "data_dir": config.data_dir,
             "schema_version": schema,
             "tls_sha256_fingerprint": fingerprint,
@@ -62,7 +69,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
             Some(p) => println!("daemon:       running (PID {p})"),
             None => println!("daemon:       not running"),
         }
-        println!("address:      {scheme}://{}", config.server.bind);
+        println!("address:      {url}");
         println!("data dir:     {}", config.data_dir.display());
         match schema {
             Some(v) => println!("schema:       version {v}"),
@@ -94,9 +101,15 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Asks the running daemon's `/readyz`; over TLS the certificate is pinned to the one on disk.
-fn probe_ready(config: &Config, fingerprint: Option<&str>) -> anyhow::Result<(bool, Vec<String>)> {
-    let mut addr = config.bind_addr();
+/// Asks the running daemon at `url` for `/readyz`; over TLS the certificate is pinned to the
+/// one on disk. A wildcard address is reached through loopback.
+fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<(bool, Vec<String>)> {
+    let (scheme, authority) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("the lock file holds a malformed address {url:?}"))?;
+    let mut addr: std::net::SocketAddr = authority
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the lock file holds a malformed address {url:?}"))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -107,7 +120,7 @@ fn probe_ready(config: &Config, fingerprint: Option<&str>) -> anyhow::Result<(bo
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .no_proxy();
-    let url = if config.uses_tls() {
+    if scheme == "https" {
         let Some(fp) = fingerprint else {
             bail!("the TLS certificate is not readable, so the daemon cannot be verified");
         };
@@ -121,10 +134,8 @@ fn probe_ready(config: &Config, fingerprint: Option<&str>) -> anyhow::Result<(bo
             }))
             .with_no_client_auth();
         builder = builder.use_preconfigured_tls(tls);
-        format!("https://{addr}/readyz")
-    } else {
-        format!("http://{addr}/readyz")
-    };
+    }
+    let url = format!("{scheme}://{addr}/readyz");
     let client = builder.build()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

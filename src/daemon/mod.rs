@@ -141,7 +141,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Handle SIGTERM/SIGINT from the start: the listener serves while the runtime loads, and
     // until these exist a signal would kill the process without draining in-flight requests.
     let mut signals = ShutdownSignals::new()?;
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let mut lock = DataDirLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let blobs = BlobStore::open(&config.data_dir)?;
     let auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
@@ -174,6 +174,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    lock.record_url(&format!("{scheme}://{addr}"))
+        .context("cannot record the address in the data directory lock")?;
 
     let app = Arc::new(App {
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),

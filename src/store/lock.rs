@@ -33,11 +33,20 @@ pub enum LockError {
     },
 }
 
-/// An exclusive `flock` on `<data_dir>/sparkbrain.lock`, holding the owner's PID.
-/// Released when dropped or when the process dies.
+/// An exclusive `flock` on `<data_dir>/sparkbrain.lock`, holding the owner's PID and, once it
+/// listens, its URL. Released when dropped or when the process dies.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: File,
+    file: File,
+}
+
+/// The daemon holding a data directory, as it described itself in the lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its PID.
+    pub pid: u32,
+    /// Where it listens (`http://…` or `https://…`), once it does.
+    pub url: Option<String>,
 }
 
 impl DataDirLock {
@@ -60,21 +69,34 @@ impl DataDirLock {
             Err(TryLockError::WouldBlock) => {
                 return Err(LockError::Held {
                     dir: dir.to_path_buf(),
-                    pid: read_pid(&mut file),
+                    pid: read_holder(&mut file).map(|h| h.pid),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        file.set_len(0).map_err(io)?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        Ok(DataDirLock { _file: file })
+        let mut lock = DataDirLock { file };
+        lock.describe(None).map_err(io)?;
+        Ok(lock)
+    }
+
+    /// Records where the daemon listens, for `sparkbrain status`.
+    pub fn record_url(&mut self, url: &str) -> std::io::Result<()> {
+        self.describe(Some(url))
+    }
+
+    fn describe(&mut self, url: Option<&str>) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        writeln!(self.file, "{}", std::process::id())?;
+        if let Some(url) = url {
+            writeln!(self.file, "{url}")?;
+        }
+        self.file.sync_data()
     }
 }
 
-/// The PID of the daemon holding the lock on `dir`, or `None` if no daemon holds it.
-pub fn holder(dir: &Path) -> Option<u32> {
+/// The daemon holding the lock on `dir`, or `None` if no daemon holds it.
+pub fn holder(dir: &Path) -> Option<Holder> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -82,16 +104,22 @@ pub fn holder(dir: &Path) -> Option<u32> {
         .ok()?;
     match file.try_lock() {
         Ok(()) => None,
-        Err(TryLockError::WouldBlock) => read_pid(&mut file),
+        Err(TryLockError::WouldBlock) => read_holder(&mut file),
         Err(TryLockError::Error(_)) => None,
     }
 }
 
-fn read_pid(file: &mut File) -> Option<u32> {
+fn read_holder(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let url = lines
+        .next()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    Some(Holder { pid, url })
 }
 
 #[cfg(test)]
@@ -101,14 +129,18 @@ mod tests {
     #[test]
     fn second_lock_names_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = DataDirLock::acquire(dir.path()).unwrap();
+        let mut first = DataDirLock::acquire(dir.path()).unwrap();
         // flock locks belong to the open file description, so a second open in the same process
         // conflicts just as another process would.
         match DataDirLock::acquire(dir.path()) {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
-        assert_eq!(holder(dir.path()), Some(std::process::id()));
+        let me = std::process::id();
+        assert_eq!(holder(dir.path()), Some(Holder { pid: me, url: None }));
+        first.record_url("https://0.0.0.0:8470").unwrap();
+        let url = Some("https://0.0.0.0:8470".to_string());
+        assert_eq!(holder(dir.path()), Some(Holder { pid: me, url }));
     }
 
     #[test]

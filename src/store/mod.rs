@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use blob::{BlobId, BlobStore};
-pub use lock::{DataDirLock, LockError, holder as lock_holder};
+pub use lock::{DataDirLock, Holder, LockError, holder as lock_holder};
 pub use migrations::SCHEMA_VERSION;
 
 /// Name of the SQLite database file inside the data directory.

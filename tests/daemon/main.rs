@@ -9,6 +9,7 @@ mod config_errors;
 mod health;
 mod lifecycle;
 mod metrics;
+mod status;
 mod store;
 mod systemd;
 mod tls;
