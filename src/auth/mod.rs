@@ -22,7 +22,10 @@ use crate::config::AuthConfig;
 use crate::store::{Store, StoreError};
 pub use api_keys::{ApiKey, KEY_PREFIX};
 pub use audit::{AuditEntry, AuditEvent, AuditQuery, Outcome};
-use rate_limit::LoginLimiter;
+use rate_limit::{DenialThrottle, LoginLimiter};
+
+/// Denials of unauthenticated requests written to the audit log per source address per minute.
+const DENIALS_AUDITED_PER_MINUTE: u32 = 30;
 use tokens::SigningKey;
 pub use users::{Group, Role, User};
 
@@ -144,6 +147,7 @@ pub struct Auth {
     config: AuthConfig,
     key: SigningKey,
     limiter: LoginLimiter,
+    denials: DenialThrottle,
 }
 
 impl Auth {
@@ -160,6 +164,7 @@ impl Auth {
             config,
             key,
             limiter,
+            denials: DenialThrottle::new(Duration::from_secs(60), DENIALS_AUDITED_PER_MINUTE),
         })
     }
 
@@ -173,6 +178,23 @@ impl Auth {
         if let Err(e) = result {
             tracing::error!(action, error = %e, "cannot write audit event");
         }
+    }
+
+    /// Audits a denial of an unauthenticated request, within the per-source throttle.
+    async fn audit_denial(&self, mut event: AuditEvent, ctx: &RequestContext) {
+        let Some(dropped) = self.denials.admit(ctx.source) else {
+            return;
+        };
+        if dropped > 0 {
+            let note = format!(
+                "{dropped} earlier denials from this address were not recorded (over {DENIALS_AUDITED_PER_MINUTE}/min)"
+            );
+            event.detail = Some(match event.detail {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
+        self.audit(event).await;
     }
 
     fn event(
@@ -207,14 +229,17 @@ impl Auth {
     ) -> Result<TokenPair, AuthError> {
         if let Err(wait) = self.limiter.check(name, ctx.source) {
             let retry_after = wait.as_secs().max(1);
-            self.audit(Self::event(
-                None,
-                "auth.login",
-                Some(name.to_string()),
-                Outcome::Denied,
+            self.audit_denial(
+                Self::event(
+                    None,
+                    "auth.login",
+                    Some(name.to_string()),
+                    Outcome::Denied,
+                    ctx,
+                    Some("rate limited: too many failed sign-ins".into()),
+                ),
                 ctx,
-                Some("rate limited: too many failed sign-ins".into()),
-            ))
+            )
             .await;
             return Err(AuthError::RateLimited { retry_after });
         }
@@ -254,14 +279,17 @@ impl Auth {
             }
             (_, reason) => {
                 self.limiter.record_failure(name, ctx.source);
-                self.audit(Self::event(
-                    None,
-                    "auth.login",
-                    Some(name.to_string()),
-                    Outcome::Denied,
+                self.audit_denial(
+                    Self::event(
+                        None,
+                        "auth.login",
+                        Some(name.to_string()),
+                        Outcome::Denied,
+                        ctx,
+                        reason.map(str::to_string),
+                    ),
                     ctx,
-                    reason.map(str::to_string),
-                ))
+                )
                 .await;
                 Err(AuthError::InvalidCredentials)
             }
@@ -324,14 +352,17 @@ impl Auth {
             err,
             AuthError::InvalidToken(_) | AuthError::MissingCredentials
         ) {
-            self.audit(Self::event(
-                None,
-                action,
-                Some(ctx.route.clone()),
-                Outcome::Denied,
+            self.audit_denial(
+                Self::event(
+                    None,
+                    action,
+                    Some(ctx.route.clone()),
+                    Outcome::Denied,
+                    ctx,
+                    Some(err.to_string()),
+                ),
                 ctx,
-                Some(err.to_string()),
-            ))
+            )
             .await;
         }
     }

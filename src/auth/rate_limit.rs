@@ -93,6 +93,62 @@ impl LoginLimiter {
     }
 }
 
+/// Caps how many denials per source address reach the audit log in a window, so a flood of
+/// unauthenticated requests cannot fill the disk or stall the store with synchronous writes.
+/// What is dropped is counted and reported on the next denial that is written.
+#[derive(Debug)]
+pub struct DenialThrottle {
+    window: Duration,
+    per_window: u32,
+    sources: Mutex<HashMap<Option<IpAddr>, Window>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    written: u32,
+    dropped: u64,
+}
+
+impl DenialThrottle {
+    /// Allows `per_window` written denials per source in each `window`.
+    pub fn new(window: Duration, per_window: u32) -> Self {
+        DenialThrottle {
+            window,
+            per_window,
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(n)` if this denial is to be written, `n` being how many from the same source
+    /// were dropped since the last one written; `None` if it is to be dropped.
+    pub fn admit(&self, source: Option<IpAddr>) -> Option<u64> {
+        let now = Instant::now();
+        let Ok(mut map) = self.sources.lock() else {
+            return Some(0);
+        };
+        if map.len() >= MAX_KEYS {
+            map.retain(|_, w| now.saturating_duration_since(w.started) < self.window);
+        }
+        let w = map.entry(source).or_insert(Window {
+            started: now,
+            written: 0,
+            dropped: 0,
+        });
+        if now.saturating_duration_since(w.started) >= self.window {
+            w.started = now;
+            w.written = 0;
+        }
+        if w.written < self.per_window {
+            w.written += 1;
+            Some(std::mem::take(&mut w.dropped))
+        } else {
+            w.dropped += 1;
+            None
+        }
+    }
+}
+
 fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
     while times
         .front()
@@ -129,6 +185,20 @@ mod tests {
         l.record_failure("b", Some(ip));
         assert!(l.check("c", Some(ip)).is_err());
         assert!(l.check("c", None).is_ok());
+    }
+
+    #[test]
+    fn denial_throttle_counts_what_it_drops() {
+        let t = DenialThrottle::new(Duration::from_millis(50), 2);
+        let ip: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
+        assert_eq!(t.admit(ip), Some(0));
+        assert_eq!(t.admit(ip), Some(0));
+        assert_eq!(t.admit(ip), None);
+        assert_eq!(t.admit(ip), None);
+        assert_eq!(t.admit(None), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.admit(ip), Some(2));
+        assert_eq!(t.admit(ip), Some(0));
     }
 
     #[test]

@@ -561,3 +561,22 @@ fn secrets_never_reach_the_log_or_the_audit_trail() {
         );
     }
 }
+
+#[test]
+fn a_flood_of_bad_tokens_is_audited_only_up_to_the_per_address_cap() {
+    // 30 denials per source address per minute reach the audit log (DENIALS_AUDITED_PER_MINUTE);
+    // the rest are answered 401 all the same but not written, so a flood cannot fill the disk.
+    let env = Env::default_start();
+    let admin = env.admin_token();
+    for _ in 0..45 {
+        unauthorized(env.get("/api/v1/auth/me", "garbage"), Some("invalid_token"));
+    }
+    let resp = env.get(
+        "/api/v1/audit?action=auth.authenticate&outcome=denied&limit=1000",
+        &admin,
+    );
+    let rows: Vec<Value> = resp.json().unwrap();
+    assert_eq!(rows.len(), 30, "{rows:#?}");
+    // Authenticated work is unaffected.
+    assert_eq!(env.get("/api/v1/auth/me", &admin).status(), 200);
+}
