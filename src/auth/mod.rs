@@ -491,16 +491,18 @@ impl Auth {
     {
         self.require_admin(p, action, target.as_deref(), ctx)
             .await?;
-        self.audited(p, ctx, action, target, f).await
+        self.audited(p, ctx, action, target, None, f).await
     }
 
-    /// Runs `f` in the store and audits its outcome (the caller has checked permissions).
+    /// Runs `f` in the store and audits its outcome with `change` (what it does, if worth
+    /// saying); the caller has checked permissions.
     async fn audited<T, F>(
         &self,
         p: &Principal,
         ctx: &RequestContext,
         action: &'static str,
         target: Option<String>,
+        change: Option<String>,
         f: F,
     ) -> Result<T, AuthError>
     where
@@ -508,9 +510,10 @@ impl Auth {
         F: FnOnce(&mut Connection) -> Result<T, AuthError> + Send + 'static,
     {
         let result = self.store.run(f).await;
-        let (outcome, detail) = match &result {
-            Ok(_) => (Outcome::Allowed, None),
-            Err(e) => (Outcome::Failed, Some(e.to_string())),
+        let (outcome, detail) = match (&result, change) {
+            (Ok(_), change) => (Outcome::Allowed, change),
+            (Err(e), Some(change)) => (Outcome::Failed, Some(format!("{change}: {e}"))),
+            (Err(e), None) => (Outcome::Failed, Some(e.to_string())),
         };
         self.audit(Self::event(
             Some(p.actor()),
@@ -548,7 +551,7 @@ impl Auth {
         users::validate_name("user", name)?;
         let hash = self.hash(password).await?;
         let name = name.to_string();
-        self.audited(p, ctx, "user.create", Some(name.clone()), move |c| {
+        self.audited(p, ctx, "user.create", Some(name.clone()), None, move |c| {
             users::insert(c, &name, role, &hash)
         })
         .await
@@ -657,21 +660,15 @@ impl Auth {
             tx.commit()?;
             Ok(user)
         };
-        let result = self.store.run(f).await;
-        let (outcome, err_detail) = match &result {
-            Ok(_) => (Outcome::Allowed, detail),
-            Err(e) => (Outcome::Failed, format!("{detail}: {e}")),
-        };
-        self.audit(Self::event(
-            Some(p.actor()),
+        self.audited(
+            p,
+            ctx,
             "user.update",
             Some(name.to_string()),
-            outcome,
-            ctx,
-            Some(err_detail),
-        ))
-        .await;
-        result
+            Some(detail),
+            f,
+        )
+        .await
     }
 
     /// Deletes a user with their sessions and keys (admin; never the last admin).
