@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -24,6 +25,18 @@ fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info,ort=warn"))
 }
 
+/// syslog's meaning of the levels (info = 6, debug = 7), so `journalctl -p info` shows what
+/// an operator expects; tracing-journald's default shifts each level one step up.
+fn syslog_priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
+}
+
 /// Installs the global subscriber. `level` was validated with the configuration.
 pub fn init(level: &str, format: LogFormat) {
     let filter = filter(level);
@@ -37,7 +50,11 @@ pub fn init(level: &str, format: LogFormat) {
             Ok(layer) => {
                 let _ = tracing_subscriber::registry()
                     .with(filter)
-                    .with(layer.with_syslog_identifier("sparkbrain".into()))
+                    .with(
+                        layer
+                            .with_syslog_identifier("sparkbrain".into())
+                            .with_priority_mappings(syslog_priorities()),
+                    )
                     .try_init();
                 return;
             }
