@@ -1,6 +1,7 @@
 //! Model inference on ONNX Runtime. Today: locating and loading the runtime library and the
 //! default embedding model; the model repository and serving build on this.
 
+pub mod model_config;
 mod runtime;
 
 pub use runtime::{EmbeddingModel, ModelFile, Runtime, RuntimeError, file_sha256, find_library};
