@@ -2,6 +2,7 @@
 //! default embedding model; the model repository and serving build on this.
 
 pub mod model_config;
+pub mod repository;
 mod runtime;
 
 pub use runtime::{EmbeddingModel, ModelFile, Runtime, RuntimeError, file_sha256, find_library};
