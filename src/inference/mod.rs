@@ -5,4 +5,7 @@ pub mod model_config;
 pub mod repository;
 mod runtime;
 
-pub use runtime::{EmbeddingModel, ModelFile, Runtime, RuntimeError, file_sha256, find_library};
+pub use runtime::{
+    EmbeddingModel, ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec,
+    TensorRtOptions, file_sha256, find_library,
+};

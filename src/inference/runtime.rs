@@ -154,6 +154,69 @@ impl Runtime {
         }
     }
 
+    /// Opens a session on the first execution provider of `spec.chain` that ONNX Runtime
+    /// accepts, and says which one that was. Registration is made to fail loudly, because ONNX
+    /// Runtime would otherwise fall back to the CPU without a word.
+    pub fn open(&self, spec: &SessionSpec<'_>) -> Result<OpenedSession, RuntimeError> {
+        let model_err = |message: String| RuntimeError::ModelLoad {
+            path: spec.path.display().to_string(),
+            message,
+        };
+        let threads = match spec.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut base = Session::builder(&self.environment)
+            .map_err(|e| model_err(e.to_string()))?
+            .with_intra_threads(threads)
+            .map_err(|e| model_err(e.to_string()))?;
+        if spec.memory_mode == MemoryMode::Compact {
+            // Constant folding expands int8 weights to float at load (4x their size).
+            base = base
+                .with_disabled_optimizers("ConstantFolding")
+                .map_err(|e| model_err(e.to_string()))?;
+        }
+        let mut refused = Vec::new();
+        for provider in spec.chain {
+            let dispatch = match provider {
+                Provider::Tensorrt => {
+                    let mut ep = ort::ep::TensorRT::default().with_fp16(spec.tensorrt.fp16);
+                    if let Some(cache) = spec.tensorrt.engine_cache {
+                        ep = ep
+                            .with_engine_cache(true)
+                            .with_engine_cache_path(cache.display());
+                    }
+                    ep.build()
+                }
+                Provider::Cuda => ort::ep::CUDA::default().build(),
+                // The arena keeps a run's peak allocation for the life of the session.
+                Provider::Cpu => ort::ep::CPU::default()
+                    .with_arena_allocator(spec.memory_mode == MemoryMode::Fast)
+                    .build(),
+            };
+            let attempt = base
+                .clone()
+                .with_execution_providers([dispatch.error_on_failure()])
+                .map_err(|e| e.to_string())
+                .and_then(|mut b| b.commit_from_file(spec.path).map_err(|e| e.to_string()));
+            match attempt {
+                Ok(session) => {
+                    return Ok(OpenedSession {
+                        session,
+                        provider: *provider,
+                        refused,
+                    });
+                }
+                Err(message) if *provider == Provider::Cpu => return Err(model_err(message)),
+                Err(message) => refused.push(format!("{}: {message}", provider.ort_name())),
+            }
+        }
+        Err(model_err(format!(
+            "no execution provider in the chain accepted the model ({})",
+            refused.join("; ")
+        )))
+    }
+
     /// Loads the embedding model on the CPU provider.
     pub fn load_embedding(
         &self,
@@ -181,32 +244,14 @@ impl Runtime {
             }
         }
         let path = &models.embedding_model;
-        let model_err = |message: String| RuntimeError::ModelLoad {
-            path: path.display().to_string(),
-            message,
-        };
-        let threads = match config.intra_op_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let mut builder = Session::builder(&self.environment)
-            .map_err(|e| model_err(e.to_string()))?
-            .with_intra_threads(threads)
-            .map_err(|e| model_err(e.to_string()))?;
-        if config.memory_mode == MemoryMode::Compact {
-            // Constant folding expands int8 weights to float at load (4x their size), and the
-            // arena keeps a run's peak allocation for the life of the session.
-            builder = builder
-                .with_disabled_optimizers("ConstantFolding")
-                .map_err(|e| model_err(e.to_string()))?
-                .with_execution_providers([ort::ep::CPU::default()
-                    .with_arena_allocator(false)
-                    .build()])
-                .map_err(|e| model_err(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| model_err(e.to_string()))?;
+        let opened = self.open(&SessionSpec {
+            path,
+            threads: config.intra_op_threads,
+            memory_mode: config.memory_mode,
+            chain: &[Provider::Cpu],
+            tensorrt: TensorRtOptions::default(),
+        })?;
+        let session = opened.session;
         let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         Ok(EmbeddingModel {
             path: path.clone(),
@@ -224,6 +269,63 @@ impl Runtime {
             _session: session,
         })
     }
+}
+
+/// An execution provider sparkbrain can ask ONNX Runtime for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// NVIDIA TensorRT.
+    Tensorrt,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// The CPU (MLAS).
+    Cpu,
+}
+
+impl Provider {
+    /// ONNX Runtime's name for it, as shown in metadata, metrics and logs.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "TensorrtExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
+}
+
+/// TensorRT settings from a model's `optimization.execution_accelerators`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TensorRtOptions<'a> {
+    /// Build FP16 engines.
+    pub fp16: bool,
+    /// Keep built engines in this folder.
+    pub engine_cache: Option<&'a Path>,
+}
+
+/// What to open and how.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSpec<'a> {
+    /// The ONNX file.
+    pub path: &'a Path,
+    /// Intra-op threads; 0 means one per core.
+    pub threads: usize,
+    /// Memory against speed.
+    pub memory_mode: MemoryMode,
+    /// Providers to try, in order; the CPU should come last.
+    pub chain: &'a [Provider],
+    /// TensorRT settings, used when TensorRT is tried.
+    pub tensorrt: TensorRtOptions<'a>,
+}
+
+/// A session and the provider that actually serves it.
+pub struct OpenedSession {
+    /// The session.
+    pub session: Session,
+    /// The provider ONNX Runtime accepted.
+    pub provider: Provider,
+    /// Providers tried first and refused, with ONNX Runtime's reason.
+    pub refused: Vec<String>,
 }
 
 /// The loaded default embedding model. Serving it is the model-serving capability's job; this
