@@ -37,6 +37,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Model files.
     pub models: ModelsConfig,
+    /// The model repository and how it is served.
+    pub serving: ServingConfig,
     /// Logging settings.
     pub log: LogConfig,
 }
@@ -119,6 +121,45 @@ pub struct ModelsConfig {
     pub embedding_model: PathBuf,
     /// The embedding model's `tokenizer.json`.
     pub embedding_tokenizer: PathBuf,
+}
+
+/// `[serving]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingConfig {
+    /// Repository folder; empty means `<data_dir>/models`.
+    pub repository: String,
+    /// How models are loaded and unloaded.
+    pub control_mode: ControlMode,
+    /// Models loaded at start in explicit mode.
+    pub startup_models: Vec<String>,
+    /// Rescan interval in poll mode.
+    pub poll_interval_seconds: u64,
+    /// Execution providers to try, in order.
+    pub execution_providers: Vec<crate::inference::Provider>,
+}
+
+/// Triton's model control modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlMode {
+    /// Load everything at start; no changes.
+    None,
+    /// Load on request only.
+    Explicit,
+    /// Load everything and follow changes on disk.
+    Poll,
+}
+
+impl Config {
+    /// The model repository folder.
+    pub fn repository(&self) -> std::path::PathBuf {
+        if self.serving.repository.is_empty() {
+            self.data_dir.join("models")
+        } else {
+            PathBuf::from(&self.serving.repository)
+        }
+    }
 }
 
 /// `[log]`.
@@ -396,6 +437,28 @@ fn env_value(default: &toml::Table, path: &[String], raw: &str) -> Result<toml::
             "false" | "0" => Ok(toml::Value::Boolean(false)),
             _ => Err(format!("invalid value {raw:?}: expected true or false")),
         },
+        Some(toml::Value::Array(_)) => {
+            // Either a TOML array (`["a", "b"]`) or a comma-separated list of strings.
+            let trimmed = raw.trim();
+            if trimmed.starts_with('[') {
+                format!("v = {trimmed}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .ok_or_else(|| {
+                        format!("invalid value {raw:?}: expected a list like [\"a\", \"b\"]")
+                    })
+            } else {
+                Ok(toml::Value::Array(
+                    trimmed
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ))
+            }
+        }
         Some(toml::Value::Float(_)) => raw
             .trim()
             .parse::<f64>()
@@ -513,6 +576,18 @@ impl Config {
                 "sign-in limits must be greater than 0".to_string(),
             ));
         }
+        if self.serving.execution_providers.is_empty() {
+            return Err((
+                "serving.execution_providers",
+                "list at least one provider, e.g. [\"cpu\"]".to_string(),
+            ));
+        }
+        if self.serving.poll_interval_seconds == 0 {
+            return Err((
+                "serving.poll_interval_seconds",
+                "must be greater than 0".to_string(),
+            ));
+        }
         if self.auth.min_password_length < 8 {
             return Err(("auth.min_password_length", "must be at least 8".to_string()));
         }
@@ -596,6 +671,34 @@ mod tests {
             Origin::Env("SPARKBRAIN_AUTH__LOGIN_WINDOW_SECONDS".into())
         );
         assert!(err.message.contains("expected an integer"));
+    }
+
+    #[test]
+    fn env_lists_take_toml_or_commas() {
+        let cfg = load_text(
+            "",
+            &[("SPARKBRAIN_SERVING__EXECUTION_PROVIDERS", "cuda, cpu")],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.serving.execution_providers,
+            vec![
+                crate::inference::Provider::Cuda,
+                crate::inference::Provider::Cpu
+            ]
+        );
+        let cfg = load_text(
+            "",
+            &[("SPARKBRAIN_SERVING__STARTUP_MODELS", "[\"a\", \"b\"]")],
+        )
+        .unwrap();
+        assert_eq!(cfg.serving.startup_models, vec!["a", "b"]);
+        let err = load_text("", &[("SPARKBRAIN_SERVING__EXECUTION_PROVIDERS", "gpu")]).unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("serving.execution_providers[0]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod errors;
 mod extract;
 mod health;
 mod keys;
+mod kserve;
 mod session;
 mod users;
 
@@ -57,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", metrics)
         .nest("/api/v1", api)
+        .merge(kserve::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

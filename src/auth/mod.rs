@@ -451,7 +451,7 @@ impl Auth {
     }
 
     /// Denies (and audits) unless the caller is an admin.
-    async fn require_admin(
+    pub async fn require_admin(
         &self,
         p: &Principal,
         action: &'static str,
@@ -525,6 +525,31 @@ impl Auth {
         ))
         .await;
         result
+    }
+
+    /// Audits an admin action carried out by another capability (e.g. loading a model), after
+    /// [`Auth::require_admin`] allowed it.
+    pub async fn record_admin_action(
+        &self,
+        p: &Principal,
+        ctx: &RequestContext,
+        action: &'static str,
+        target: &str,
+        result: Result<(), String>,
+    ) {
+        let (outcome, detail) = match result {
+            Ok(()) => (Outcome::Allowed, None),
+            Err(e) => (Outcome::Failed, Some(e)),
+        };
+        self.audit(Self::event(
+            Some(p.actor()),
+            action,
+            Some(target.to_string()),
+            outcome,
+            ctx,
+            detail,
+        ))
+        .await;
     }
 
     async fn hash(&self, password: &str) -> Result<String, AuthError> {

@@ -12,14 +12,17 @@ use serde::Serialize;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::inference::{EmbeddingModel, Runtime, RuntimeError};
+use crate::config::ControlMode;
+use crate::inference::{EmbeddingModel, ModelManager, Runtime, RuntimeError};
 use crate::store::{BlobStore, DataDirLock, Store};
 use crate::telemetry::{metrics::Metrics, systemd};
 
 /// What the runtime loader produced.
 pub struct RuntimeState {
     /// The loaded library, or why not.
-    pub runtime: Result<Runtime, RuntimeError>,
+    pub runtime: Result<Arc<Runtime>, RuntimeError>,
+    /// The model repository's models (absent when the runtime failed).
+    pub models: Option<Arc<ModelManager>>,
     /// The embedding model, or why not (absent when the runtime failed).
     pub embedding: Option<Result<EmbeddingModel, RuntimeError>>,
 }
@@ -129,6 +132,11 @@ impl App {
         }
     }
 
+    /// The model manager, once the runtime has loaded.
+    pub fn models(&self) -> Option<Arc<ModelManager>> {
+        self.runtime.get().and_then(|s| s.models.clone())
+    }
+
     /// Seconds since start.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -230,6 +238,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         ));
         watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+        if let Some(models) = app.models()
+            && models.mode() == ControlMode::Poll
+        {
+            let every = Duration::from_secs(app.config.serving.poll_interval_seconds);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    let models = models.clone();
+                    let _ = tokio::task::spawn_blocking(move || models.poll()).await;
+                }
+            });
+        }
         signals.wait().await;
     }
     tracing::info!(
@@ -258,14 +280,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 fn load_runtime(config: &Config) -> RuntimeState {
     match Runtime::load(&config.runtime) {
         Ok(runtime) => {
+            let runtime = Arc::new(runtime);
             let embedding = Some(runtime.load_embedding(&config.models, &config.runtime));
+            let repository = config.repository();
+            if config.serving.repository.is_empty()
+                && let Err(e) = std::fs::create_dir_all(&repository)
+            {
+                tracing::warn!(path = %repository.display(), error = %e, "cannot create the model repository");
+            }
+            let models = Arc::new(ModelManager::new(runtime.clone(), config));
+            models.load_startup(&config.serving.startup_models);
             RuntimeState {
                 runtime: Ok(runtime),
+                models: Some(models),
                 embedding,
             }
         }
         Err(e) => RuntimeState {
             runtime: Err(e),
+            models: None,
             embedding: None,
         },
     }

@@ -1,10 +1,12 @@
 //! Model inference on ONNX Runtime. Today: locating and loading the runtime library and the
 //! default embedding model; the model repository and serving build on this.
 
+mod manager;
 pub mod model_config;
 pub mod repository;
 mod runtime;
 
+pub use manager::{IndexEntry, ModelManager, ServedModel, ServingError};
 pub use runtime::{
     EmbeddingModel, ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec,
     TensorRtOptions, file_sha256, find_library,

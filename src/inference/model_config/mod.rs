@@ -11,7 +11,9 @@ mod pbtxt;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
+};
 use serde::{Deserialize, Serialize};
 
 /// The descriptor set compiled from `model_config.proto` by `build.rs`.
@@ -283,6 +285,27 @@ impl ModelConfig {
             column: e.column,
             message: e.message,
         })?;
+        Self::from_message(&message)
+    }
+
+    /// Parses a configuration in Triton's JSON form (as the repository API's load request
+    /// carries it). Unknown fields are errors.
+    pub fn from_json(text: &str) -> Result<ModelConfig, ModelConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let message = DynamicMessage::deserialize_with_options(
+            descriptor()?,
+            &mut deserializer,
+            &DeserializeOptions::new().deny_unknown_fields(true),
+        )
+        .map_err(|e| ModelConfigError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        Self::from_message(&message)
+    }
+
+    fn from_message(message: &DynamicMessage) -> Result<ModelConfig, ModelConfigError> {
         let options = SerializeOptions::new()
             .use_proto_field_name(true)
             .stringify_64_bit_integers(false)
@@ -465,6 +488,16 @@ model_warmup [ { name: "w" batch_size: 1 inputs { key: "input_ids" value: { data
         assert!(message.contains("expected ':'"), "{message}");
         let (_, _, message) = syntax("name: \"unterminated\n");
         assert!(message.contains("not closed"), "{message}");
+    }
+
+    #[test]
+    fn json_form_is_strict_too() {
+        let c = ModelConfig::from_json(r#"{"max_batch_size": 4, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3]}]}"#)
+            .unwrap();
+        assert_eq!(c.max_batch_size, 4);
+        assert_eq!(c.input[0].dims, vec![3]);
+        let err = ModelConfig::from_json(r#"{"max_batchsize": 4}"#).unwrap_err();
+        assert!(err.to_string().contains("max_batchsize"), "{err}");
     }
 
     #[test]

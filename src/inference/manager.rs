@@ -1,0 +1,524 @@
+//! Which models are loaded, in which versions, and in what state.
+//!
+//! Loading opens every selected version before the new set replaces the old one, so a reload
+//! never leaves a gap; requests hold an `Arc` of the version they run on, so replacing or
+//! unloading a version never drops a request in flight on it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ort::session::Session;
+use serde::Serialize;
+
+use super::model_config::{DataType, InstanceKind, ModelConfig};
+use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
+use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
+use crate::config::{Config, ControlMode, MemoryMode};
+
+/// Serving errors, each with the status a client should see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServingError {
+    /// No such model (or version) in the repository or loaded.
+    #[error("{0}")]
+    NotFound(String),
+    /// The model exists but is not ready; the text says why.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request cannot be honoured as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<RepositoryError> for ServingError {
+    fn from(e: RepositoryError) -> Self {
+        match e {
+            RepositoryError::UnknownModel(_) => ServingError::NotFound(e.to_string()),
+            _ => ServingError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// One loaded version of a model.
+pub struct ServedModel {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// The effective configuration (completed from the model where `config.pbtxt` is silent).
+    pub config: ModelConfig,
+    /// The execution provider that serves it.
+    pub provider: Provider,
+    /// The model's declared inputs (full shapes).
+    pub inputs: Vec<ModelTensor>,
+    /// The model's declared outputs (full shapes).
+    pub outputs: Vec<ModelTensor>,
+    /// The session; `Session::run` needs exclusive access.
+    pub session: Mutex<Session>,
+}
+
+/// The state of one version.
+pub enum VersionState {
+    /// Loaded and serving.
+    Ready(Arc<ServedModel>),
+    /// Selected by the version policy but not loadable; the reason.
+    Unavailable(String),
+}
+
+/// A model's entry: its versions, or why none could be loaded.
+#[derive(Default)]
+struct ModelEntry {
+    versions: BTreeMap<u64, VersionState>,
+    error: Option<String>,
+    /// What the model folder looked like when it was loaded (poll mode reloads on change).
+    fingerprint: u64,
+}
+
+/// One row of the repository index (Triton's `POST /v2/repository/index`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version, when the row is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `READY`, `UNAVAILABLE`, or absent for a model that was never loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Why it is unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The model manager.
+pub struct ModelManager {
+    runtime: Arc<Runtime>,
+    root: PathBuf,
+    mode: ControlMode,
+    threads: usize,
+    memory_mode: MemoryMode,
+    chain: Vec<Provider>,
+    engine_cache: PathBuf,
+    models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// Serialises loads and unloads; reads never wait for it.
+    changes: Mutex<()>,
+}
+
+impl ModelManager {
+    /// A manager over the configured repository. Loads nothing yet.
+    pub fn new(runtime: Arc<Runtime>, config: &Config) -> ModelManager {
+        ModelManager {
+            runtime,
+            root: config.repository(),
+            mode: config.serving.control_mode,
+            threads: config.runtime.intra_op_threads,
+            memory_mode: config.runtime.memory_mode,
+            chain: config.serving.execution_providers.clone(),
+            engine_cache: config.data_dir.join("cache").join("tensorrt"),
+            models: RwLock::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// The control mode.
+    pub fn mode(&self) -> ControlMode {
+        self.mode
+    }
+
+    /// Loads what the control mode loads at start: every model (none, poll) or the listed ones
+    /// (explicit). A model that fails is marked unavailable; the others still load.
+    pub fn load_startup(&self, startup_models: &[String]) {
+        let names: Vec<String> = match self.mode {
+            ControlMode::Explicit => startup_models.to_vec(),
+            ControlMode::None | ControlMode::Poll => match repository::scan(&self.root) {
+                Ok(sources) => sources.into_iter().map(|s| s.name).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no models loaded");
+                    return;
+                }
+            },
+        };
+        for name in names {
+            if let Err(e) = self.load_model(&name, None) {
+                tracing::warn!(model = %name, error = %e, "model not loaded");
+            }
+        }
+    }
+
+    /// Loads (or reloads) a model through the repository API; refused unless the control mode
+    /// is explicit, as in Triton.
+    pub fn load(
+        &self,
+        name: &str,
+        config_override: Option<ModelConfig>,
+    ) -> Result<(), ServingError> {
+        if self.mode != ControlMode::Explicit {
+            return Err(ServingError::Invalid(format!(
+                "explicit model load and unload need serving.control_mode = \"explicit\" (it is {})",
+                mode_name(self.mode)
+            )));
+        }
+        self.load_model(name, config_override)
+    }
+
+    /// Unloads a model; requests already running on it finish. Explicit mode only.
+    pub fn unload(&self, name: &str) -> Result<(), ServingError> {
+        if self.mode != ControlMode::Explicit {
+            return Err(ServingError::Invalid(format!(
+                "explicit model load and unload need serving.control_mode = \"explicit\" (it is {})",
+                mode_name(self.mode)
+            )));
+        }
+        let _guard = self.changes.lock().map_err(|_| poisoned())?;
+        let removed = self.models.write().map_err(|_| poisoned())?.remove(name);
+        match removed {
+            Some(_) => {
+                tracing::info!(model = name, "unloaded");
+                Ok(())
+            }
+            None => Err(ServingError::NotFound(format!(
+                "model {name:?} is not loaded"
+            ))),
+        }
+    }
+
+    fn load_model(
+        &self,
+        name: &str,
+        config_override: Option<ModelConfig>,
+    ) -> Result<(), ServingError> {
+        let _guard = self.changes.lock().map_err(|_| poisoned())?;
+        let source = repository::find(&self.root, name)?;
+        let fingerprint = fingerprint(&source);
+        let loaded = self.open_versions(&source, config_override);
+        let mut models = self.models.write().map_err(|_| poisoned())?;
+        match loaded {
+            Ok(versions) => {
+                let failed: Vec<String> = versions
+                    .iter()
+                    .filter_map(|(v, s)| match s {
+                        VersionState::Unavailable(reason) => Some(format!("version {v}: {reason}")),
+                        VersionState::Ready(_) => None,
+                    })
+                    .collect();
+                models.insert(
+                    name.to_string(),
+                    ModelEntry {
+                        versions,
+                        error: None,
+                        fingerprint,
+                    },
+                );
+                if failed.is_empty() {
+                    tracing::info!(model = name, "loaded");
+                    Ok(())
+                } else {
+                    Err(ServingError::Unavailable(format!(
+                        "model {name:?}: {}",
+                        failed.join("; ")
+                    )))
+                }
+            }
+            Err(e) => {
+                // The old versions, if any, keep serving; the entry remembers the failure.
+                let entry = models.entry(name.to_string()).or_default();
+                entry.error = Some(e.to_string());
+                entry.fingerprint = fingerprint;
+                Err(e)
+            }
+        }
+    }
+
+    fn open_versions(
+        &self,
+        source: &ModelSource,
+        config_override: Option<ModelConfig>,
+    ) -> Result<BTreeMap<u64, VersionState>, ServingError> {
+        let written = match config_override {
+            Some(c) => Some(c),
+            None => source.read_config()?,
+        };
+        let policy = written
+            .as_ref()
+            .and_then(|c| c.version_policy.clone())
+            .unwrap_or_default();
+        let base = written.clone().unwrap_or_default();
+        let chosen = repository::select_versions(&source.name, &policy, &source.versions)?;
+        let mut versions = BTreeMap::new();
+        for version in chosen {
+            let state = match self.open_version(source, &base, written.clone(), version) {
+                Ok(model) => VersionState::Ready(Arc::new(model)),
+                Err(e) => VersionState::Unavailable(e.to_string()),
+            };
+            versions.insert(version, state);
+        }
+        Ok(versions)
+    }
+
+    fn open_version(
+        &self,
+        source: &ModelSource,
+        base: &ModelConfig,
+        written: Option<ModelConfig>,
+        version: u64,
+    ) -> Result<ServedModel, ServingError> {
+        let path = source.model_file(base, version);
+        if !path.is_file() {
+            return Err(ServingError::Invalid(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        let cpu_only = base
+            .instance_group
+            .iter()
+            .any(|g| g.kind == InstanceKind::Cpu);
+        let chain: Vec<Provider> = if cpu_only {
+            vec![Provider::Cpu]
+        } else {
+            self.chain.clone()
+        };
+        let trt = base
+            .optimization
+            .as_ref()
+            .and_then(|o| o.execution_accelerators.as_ref())
+            .and_then(|a| {
+                a.gpu_execution_accelerator
+                    .iter()
+                    .find(|a| a.name == "tensorrt")
+            });
+        let fp16 = trt.is_some_and(|a| {
+            a.parameters
+                .get("precision_mode")
+                .is_some_and(|p| p == "FP16")
+        });
+        let opened = self
+            .runtime
+            .open(&SessionSpec {
+                path: &path,
+                threads: self.threads,
+                memory_mode: self.memory_mode,
+                chain: &chain,
+                tensorrt: TensorRtOptions {
+                    fp16,
+                    engine_cache: trt.map(|_| self.engine_cache.as_path()),
+                },
+            })
+            .map_err(|e| ServingError::Invalid(e.to_string()))?;
+        for refused in &opened.refused {
+            tracing::warn!(model = %source.name, version, "execution provider refused: {refused}");
+        }
+        let describe = |outlets: &[ort::value::Outlet]| -> Vec<ModelTensor> {
+            outlets.iter().map(model_tensor).collect()
+        };
+        let inputs = describe(opened.session.inputs());
+        let outputs = describe(opened.session.outputs());
+        let config = repository::complete(&source.name, written, &inputs, &outputs)?;
+        tracing::info!(
+            model = %source.name,
+            version,
+            provider = opened.provider.ort_name(),
+            "model version ready"
+        );
+        Ok(ServedModel {
+            name: source.name.clone(),
+            version,
+            config,
+            provider: opened.provider,
+            inputs,
+            outputs,
+            session: Mutex::new(opened.session),
+        })
+    }
+
+    /// Poll mode: loads models that appeared or changed on disk and drops those that vanished.
+    pub fn poll(&self) {
+        let sources = match repository::scan(&self.root) {
+            Ok(sources) => sources,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rescan the model repository");
+                return;
+            }
+        };
+        let known: BTreeMap<String, u64> = match self.models.read() {
+            Ok(models) => models
+                .iter()
+                .map(|(n, e)| (n.clone(), e.fingerprint))
+                .collect(),
+            Err(_) => return,
+        };
+        for source in &sources {
+            if known.get(&source.name) != Some(&fingerprint(source)) {
+                tracing::info!(model = %source.name, "model changed on disk; loading");
+                if let Err(e) = self.load_model(&source.name, None) {
+                    tracing::warn!(model = %source.name, error = %e, "model not loaded");
+                }
+            }
+        }
+        for name in known.keys() {
+            if !sources.iter().any(|s| &s.name == name)
+                && let (Ok(_guard), Ok(mut models)) = (self.changes.lock(), self.models.write())
+            {
+                models.remove(name);
+                tracing::info!(model = %name, "model removed from the repository; unloaded");
+            }
+        }
+    }
+
+    /// A ready version: the given one, or the newest ready one.
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<ServedModel>, ServingError> {
+        let models = self.models.read().map_err(|_| poisoned())?;
+        let entry = models
+            .get(name)
+            .ok_or_else(|| ServingError::NotFound(format!("model {name:?} is not loaded")))?;
+        let pick = match version {
+            Some(v) => entry.versions.get(&v).ok_or_else(|| {
+                ServingError::NotFound(format!("model {name:?} has no version {v} loaded"))
+            })?,
+            None => entry
+                .versions
+                .values()
+                .rev()
+                .find(|s| matches!(s, VersionState::Ready(_)))
+                .or_else(|| entry.versions.values().next_back())
+                .ok_or_else(|| {
+                    ServingError::Unavailable(format!(
+                        "model {name:?} is not ready: {}",
+                        entry.error.as_deref().unwrap_or("no version loaded")
+                    ))
+                })?,
+        };
+        match pick {
+            VersionState::Ready(model) => Ok(model.clone()),
+            VersionState::Unavailable(reason) => Err(ServingError::Unavailable(format!(
+                "model {name:?} is not ready: {reason}"
+            ))),
+        }
+    }
+
+    /// The repository index: every model folder, with the state of each loaded version.
+    pub fn index(&self, ready_only: bool) -> Result<Vec<IndexEntry>, ServingError> {
+        let sources = repository::scan(&self.root)?;
+        let models = self.models.read().map_err(|_| poisoned())?;
+        let mut rows = Vec::new();
+        for source in sources {
+            match models.get(&source.name) {
+                None => rows.push(IndexEntry {
+                    name: source.name,
+                    version: None,
+                    state: None,
+                    reason: None,
+                }),
+                Some(entry) if entry.versions.is_empty() => rows.push(IndexEntry {
+                    name: source.name,
+                    version: None,
+                    state: Some("UNAVAILABLE"),
+                    reason: entry.error.clone(),
+                }),
+                Some(entry) => {
+                    for (version, state) in &entry.versions {
+                        let (state, reason) = match state {
+                            VersionState::Ready(_) => ("READY", None),
+                            VersionState::Unavailable(r) => ("UNAVAILABLE", Some(r.clone())),
+                        };
+                        rows.push(IndexEntry {
+                            name: source.name.clone(),
+                            version: Some(version.to_string()),
+                            state: Some(state),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        if ready_only {
+            rows.retain(|r| r.state == Some("READY"));
+        }
+        Ok(rows)
+    }
+
+    /// The versions loaded for a model and their readiness, ascending.
+    pub fn versions(&self, name: &str) -> Result<Vec<(u64, bool)>, ServingError> {
+        let models = self.models.read().map_err(|_| poisoned())?;
+        let entry = models
+            .get(name)
+            .ok_or_else(|| ServingError::NotFound(format!("model {name:?} is not loaded")))?;
+        Ok(entry
+            .versions
+            .iter()
+            .map(|(v, s)| (*v, matches!(s, VersionState::Ready(_))))
+            .collect())
+    }
+}
+
+fn model_tensor(outlet: &ort::value::Outlet) -> ModelTensor {
+    use ort::value::{TensorElementType as T, ValueType};
+    let (data_type, shape) = match outlet.dtype() {
+        ValueType::Tensor { ty, shape, .. } => {
+            let data_type = match ty {
+                T::Float32 => DataType::Fp32,
+                T::Float64 => DataType::Fp64,
+                T::Float16 => DataType::Fp16,
+                T::Bfloat16 => DataType::Bf16,
+                T::Int8 => DataType::Int8,
+                T::Int16 => DataType::Int16,
+                T::Int32 => DataType::Int32,
+                T::Int64 => DataType::Int64,
+                T::Uint8 => DataType::Uint8,
+                T::Uint16 => DataType::Uint16,
+                T::Uint32 => DataType::Uint32,
+                T::Uint64 => DataType::Uint64,
+                T::Bool => DataType::Bool,
+                T::String => DataType::String,
+                _ => DataType::Invalid,
+            };
+            (data_type, shape.to_vec())
+        }
+        _ => (DataType::Invalid, Vec::new()),
+    };
+    ModelTensor {
+        name: outlet.name().to_string(),
+        data_type,
+        shape,
+    }
+}
+
+/// A hash of the names, sizes and modification times of a model folder's configuration and
+/// version folders' files.
+fn fingerprint(source: &ModelSource) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut stamp = |path: &std::path::Path| {
+        if let Ok(meta) = std::fs::metadata(path) {
+            path.hash(&mut hasher);
+            meta.len().hash(&mut hasher);
+            meta.modified().ok().hash(&mut hasher);
+        }
+    };
+    stamp(&source.config_path());
+    for version in &source.versions {
+        let dir = source.dir.join(version.to_string());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            stamp(&file);
+        }
+    }
+    hasher.finish()
+}
+
+fn mode_name(mode: ControlMode) -> &'static str {
+    match mode {
+        ControlMode::None => "none",
+        ControlMode::Explicit => "explicit",
+        ControlMode::Poll => "poll",
+    }
+}
+
+fn poisoned() -> ServingError {
+    ServingError::Unavailable(
+        "the model table is unusable after an internal fault; restart the daemon".into(),
+    )
+}

@@ -1,0 +1,319 @@
+//! The model repository through KServe v2: metadata, readiness, index, load and unload.
+//!
+//! Models are the real int8 all-MiniLM-L6-v2 from vendor/, linked into a temporary repository.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{ADMIN_PASSWORD, Daemon, Setup, vendor};
+
+const CONFIGURED: &str = r#"
+name: "minilm"
+platform: "onnxruntime_onnx"
+max_batch_size: 32
+input [
+  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "token_type_ids" data_type: TYPE_INT64 dims: [ -1 ] }
+]
+output [ { name: "last_hidden_state" data_type: TYPE_FP32 dims: [ -1, 384 ] } ]
+"#;
+
+/// Adds `<repo>/<name>/<version>/model.onnx` (a link to the vendored model) and, if given,
+/// `<repo>/<name>/config.pbtxt`.
+fn add_model(repo: &Path, name: &str, versions: &[u64], config: Option<&str>) {
+    for v in versions {
+        let dir = repo.join(name).join(v.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(
+            vendor().join("models/all-MiniLM-L6-v2/model.onnx"),
+            dir.join("model.onnx"),
+        )
+        .unwrap();
+    }
+    if let Some(text) = config {
+        std::fs::write(repo.join(name).join("config.pbtxt"), text).unwrap();
+    }
+}
+
+struct Serving {
+    setup: Setup,
+    daemon: Daemon,
+    token: String,
+}
+
+impl Serving {
+    fn start(serving: &str, fill: impl FnOnce(&Path)) -> Serving {
+        let setup = Setup::new();
+        let repo = setup.dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        fill(&repo);
+        let setup = setup.with(&format!(
+            "[serving]\nrepository = {:?}\n{serving}",
+            repo.display().to_string()
+        ));
+        setup.write_config(None);
+        setup.add_user("admin", "admin", ADMIN_PASSWORD);
+        let daemon = setup.start();
+        daemon.wait_ready();
+        let token = daemon.token("admin", ADMIN_PASSWORD);
+        Serving {
+            setup,
+            daemon,
+            token,
+        }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.setup.dir.path().join("repo")
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .daemon
+            .client()
+            .get(self.daemon.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .daemon
+            .client()
+            .post(self.daemon.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn index(&self) -> Vec<Value> {
+        let (status, body) = self.post("/v2/repository/index", &self.token, None);
+        assert_eq!(status, 200, "{body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn error_text(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field in {body}"))
+}
+
+#[test]
+fn configured_derived_and_broken_models_side_by_side() {
+    let s = Serving::start("", |repo| {
+        add_model(repo, "minilm", &[1], Some(CONFIGURED));
+        add_model(repo, "derived", &[1], None);
+        add_model(
+            repo,
+            "broken",
+            &[1],
+            Some("name: \"broken\"\nmax_batch_size: x\n"),
+        );
+    });
+
+    let (status, meta) = s.get("/v2/models/minilm");
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["platform"], "onnxruntime_onnx");
+    assert_eq!(meta["versions"], json!(["1"]));
+    assert_eq!(
+        meta["inputs"][0],
+        json!({"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]})
+    );
+    assert_eq!(
+        meta["outputs"][0],
+        json!({"name": "last_hidden_state", "datatype": "FP32", "shape": [-1, -1, 384]})
+    );
+
+    // No config.pbtxt: derived from the model, batchable, so Triton's default batch of 4.
+    let (status, config) = s.get("/v2/models/derived/config");
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["max_batch_size"], 4);
+    assert_eq!(config["input"].as_array().map(Vec::len), Some(3));
+    assert_eq!(config["execution_provider"], "CPUExecutionProvider");
+
+    // The broken model is reported with file, line and column; the others keep serving.
+    let (status, body) = s.get("/v2/models/broken");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_text(&body).contains("broken/config.pbtxt: line 2, column 17"),
+        "{body}"
+    );
+    let index = s.index();
+    let states: Vec<(String, Option<String>)> = index
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["state"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("broken".into(), Some("UNAVAILABLE".into())),
+            ("derived".into(), Some("READY".into())),
+            ("minilm".into(), Some("READY".into())),
+        ]
+    );
+    assert_eq!(s.get("/v2/models/minilm/ready").0, 200);
+    assert_eq!(s.get("/v2/models/derived/versions/1/ready").0, 200);
+    // Strict readiness, as Triton's default: a model that failed makes the server not ready.
+    assert_eq!(s.daemon.get("/v2/health/ready").status(), 503);
+    assert_eq!(s.daemon.get("/v2/health/live").status(), 200);
+}
+
+#[test]
+fn protocol_errors_are_precise_and_need_authentication() {
+    let s = Serving::start("", |repo| add_model(repo, "minilm", &[1], Some(CONFIGURED)));
+    assert_eq!(s.daemon.get("/v2/health/ready").status(), 200);
+
+    let resp = s.daemon.get("/v2/models/minilm");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let body: Value = resp.json().unwrap();
+    assert!(error_text(&body).contains("needs authentication"), "{body}");
+
+    let (status, body) = s.get("/v2/models/nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(error_text(&body).contains("\"nope\""), "{body}");
+    let (status, body) = s.get("/v2/models/minilm/versions/zero");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_text(&body).contains("not a positive integer"),
+        "{body}"
+    );
+    let (status, body) = s.get("/v2/models/minilm/versions/7");
+    assert_eq!(status, 404, "{body}");
+    // In the default control mode the repository cannot be changed through the API.
+    let (status, body) = s.post("/v2/repository/models/minilm/unload", &s.token, None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_text(&body).contains("control_mode = \"explicit\""),
+        "{body}"
+    );
+}
+
+#[test]
+fn explicit_mode_loads_and_unloads_on_request_by_admins_only() {
+    let s = Serving::start(
+        "control_mode = \"explicit\"\nstartup_models = [\"minilm\"]",
+        |repo| {
+            add_model(repo, "minilm", &[1], Some(CONFIGURED));
+            add_model(repo, "derived", &[1], None);
+        },
+    );
+    // Only the startup model is loaded; the other is listed without a state.
+    let index = s.index();
+    assert_eq!(index.len(), 2, "{index:?}");
+    assert_eq!(index[0]["name"], "derived");
+    assert!(index[0].get("state").is_none(), "{index:?}");
+    assert_eq!(s.get("/v2/models/derived").0, 404);
+
+    // A viewer may not load.
+    s.setup.add_user("vic", "viewer", "viewer-password-123");
+    let viewer = s.daemon.token("vic", "viewer-password-123");
+    let (status, body) = s.post("/v2/repository/models/derived/load", &viewer, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(error_text(&body).contains("admin"), "{body}");
+
+    let (status, body) = s.post("/v2/repository/models/derived/load", &s.token, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.get("/v2/models/derived/ready").0, 200);
+
+    // Reload with a configuration override in Triton's JSON form.
+    let override_config = json!({"max_batch_size": 8}).to_string();
+    let (status, body) = s.post(
+        "/v2/repository/models/derived/load",
+        &s.token,
+        Some(json!({"parameters": {"config": override_config}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.get("/v2/models/derived/config").1["max_batch_size"], 8);
+    let (status, body) = s.post(
+        "/v2/repository/models/derived/load",
+        &s.token,
+        Some(json!({"parameters": {"config": "{\"max_batchsize\": 8}"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("max_batchsize"), "{body}");
+    // The failed reload left the loaded version serving.
+    assert_eq!(s.get("/v2/models/derived/ready").0, 200);
+
+    let (status, body) = s.post("/v2/repository/models/ghost/load", &s.token, None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = s.post("/v2/repository/models/minilm/unload", &s.token, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.get("/v2/models/minilm").0, 404);
+
+    // Loads and unloads are admin actions in the audit log.
+    let audit: Vec<Value> = s
+        .daemon
+        .client()
+        .get(s.daemon.url("/api/v1/audit?limit=1000"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let has = |action: &str, outcome: &str| {
+        audit
+            .iter()
+            .any(|r| r["action"] == action && r["outcome"] == outcome)
+    };
+    assert!(
+        has("model.load", "allowed")
+            && has("model.load", "denied")
+            && has("model.unload", "allowed"),
+        "{audit:#?}"
+    );
+}
+
+#[test]
+fn version_policy_selects_versions() {
+    let s = Serving::start("", |repo| {
+        add_model(repo, "latest", &[1, 2], None);
+        add_model(repo, "every", &[1, 2], Some("version_policy: { all { } }"));
+    });
+    assert_eq!(s.get("/v2/models/latest").1["versions"], json!(["2"]));
+    assert_eq!(s.get("/v2/models/latest/versions/1").0, 404);
+    assert_eq!(s.get("/v2/models/every").1["versions"], json!(["1", "2"]));
+    assert_eq!(s.get("/v2/models/every/versions/1/ready").0, 200);
+}
+
+#[test]
+fn poll_mode_follows_the_repository() {
+    let s = Serving::start("control_mode = \"poll\"\npoll_interval_seconds = 1", |_| {});
+    assert_eq!(s.get("/v2/models/late").0, 404);
+    add_model(&s.repo(), "late", &[1], None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.get("/v2/models/late/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "model not picked up; log:\n{}",
+            s.daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_dir_all(s.repo().join("late")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.get("/v2/models/late").0 != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "model not dropped; log:\n{}",
+            s.daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
