@@ -137,6 +137,8 @@ pub struct ServingConfig {
     pub poll_interval_seconds: u64,
     /// Execution providers to try, in order.
     pub execution_providers: Vec<crate::inference::Provider>,
+    /// Largest inference request body.
+    pub max_request_bytes: u64,
 }
 
 /// Triton's model control modes.
@@ -551,7 +553,7 @@ impl Config {
                 "set both tls.certificate and tls.private_key, or neither".to_string(),
             ));
         }
-        let positive: [(&'static str, u64); 4] = [
+        let positive: [(&'static str, u64); 5] = [
             (
                 "auth.access_token_ttl_seconds",
                 self.auth.access_token_ttl_seconds,
@@ -562,6 +564,7 @@ impl Config {
             ),
             ("auth.login_window_seconds", self.auth.login_window_seconds),
             ("server.max_body_bytes", self.server.max_body_bytes),
+            ("serving.max_request_bytes", self.serving.max_request_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {

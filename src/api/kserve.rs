@@ -16,12 +16,18 @@ use serde_json::{Value, json};
 use super::extract::{ApiPath, Caller};
 use crate::daemon::App;
 use crate::error::Problem;
-use crate::inference::model_config::{DataType, ModelConfig};
+use crate::inference::model_config::ModelConfig;
+use crate::inference::tensor::{NamedTensor, TensorData, from_protocol_name, protocol_name};
 use crate::inference::{ModelManager, ServedModel, ServingError};
 
-/// The `/v2` routes.
-pub fn routes() -> Router<Arc<App>> {
+/// The `/v2` routes; inference requests may be up to `max_request_bytes`.
+pub fn routes(max_request_bytes: usize) -> Router<Arc<App>> {
+    let inference = Router::new()
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes));
     Router::new()
+        .merge(inference)
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -164,27 +170,6 @@ fn manager(app: &App) -> Result<Arc<ModelManager>, KsError> {
     })
 }
 
-/// The protocol's name of a tensor type.
-pub fn datatype(t: DataType) -> &'static str {
-    match t {
-        DataType::Bool => "BOOL",
-        DataType::Uint8 => "UINT8",
-        DataType::Uint16 => "UINT16",
-        DataType::Uint32 => "UINT32",
-        DataType::Uint64 => "UINT64",
-        DataType::Int8 => "INT8",
-        DataType::Int16 => "INT16",
-        DataType::Int32 => "INT32",
-        DataType::Int64 => "INT64",
-        DataType::Fp16 => "FP16",
-        DataType::Fp32 => "FP32",
-        DataType::Fp64 => "FP64",
-        DataType::String => "BYTES",
-        DataType::Bf16 => "BF16",
-        DataType::Invalid => "INVALID",
-    }
-}
-
 async fn server_metadata(_c: KsCaller) -> Json<Value> {
     Json(json!({
         "name": "sparkbrain",
@@ -224,7 +209,7 @@ fn metadata(model: &ServedModel, versions: Vec<String>) -> Value {
                 if batched {
                     shape.insert(0, -1);
                 }
-                json!({ "name": t.name, "datatype": datatype(t.data_type), "shape": shape })
+                json!({ "name": t.name, "datatype": protocol_name(t.data_type), "shape": shape })
             })
             .collect()
     };
@@ -413,4 +398,211 @@ async fn unload(
         .await;
     result.map_err(|e| KsError::from(e).into_response())?;
     Ok(StatusCode::OK)
+}
+
+/// Header that gives the length of the JSON part of a binary-extension body.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferRequest {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+fn bad(message: impl Into<String>) -> KsError {
+    KsError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Splits a body into its JSON part and the binary tensor data after it.
+fn split_body<'a>(
+    headers: &axum::http::HeaderMap,
+    body: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), KsError> {
+    match headers.get(HEADER_LENGTH) {
+        None => Ok((body, &[])),
+        Some(value) => {
+            let n: usize = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| bad("Inference-Header-Content-Length is not a number"))?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "Inference-Header-Content-Length is {n}, but the body has only {} bytes",
+                    body.len()
+                )));
+            }
+            Ok(body.split_at(n))
+        }
+    }
+}
+
+fn decode_inputs(request: &[InferInput], mut binary: &[u8]) -> Result<Vec<NamedTensor>, KsError> {
+    let mut tensors = Vec::with_capacity(request.len());
+    for input in request {
+        let data_type = from_protocol_name(&input.datatype).ok_or_else(|| {
+            bad(format!(
+                "input {:?}: unknown datatype {:?}",
+                input.name, input.datatype
+            ))
+        })?;
+        if input.shape.iter().any(|d| *d < 0) {
+            return Err(bad(format!(
+                "input {:?}: shape {:?} has a negative dimension",
+                input.name, input.shape
+            )));
+        }
+        let data = match (input.parameters.get("binary_data_size"), &input.data) {
+            (Some(size), None) => {
+                let size = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| bad(format!("input {:?}: binary_data_size is not a byte count", input.name)))?;
+                if size > binary.len() {
+                    return Err(bad(format!(
+                        "input {:?}: binary_data_size is {size}, but only {} bytes of binary data remain",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (bytes, rest) = binary.split_at(size);
+                binary = rest;
+                TensorData::from_le_bytes(data_type, bytes)
+            }
+            (None, Some(values)) => TensorData::from_json(data_type, values),
+            (Some(_), Some(_)) => return Err(bad(format!("input {:?}: give data or binary_data_size, not both", input.name))),
+            (None, None) => return Err(bad(format!("input {:?}: no data", input.name))),
+        }
+        .map_err(|e| bad(format!("input {:?}: {e}", input.name)))?;
+        tensors.push(NamedTensor {
+            name: input.name.clone(),
+            shape: input.shape.clone(),
+            data,
+        });
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} bytes of binary data are not claimed by any input",
+            binary.len()
+        )));
+    }
+    Ok(tensors)
+}
+
+async fn infer(
+    State(app): State<Arc<App>>,
+    _c: KsCaller,
+    m: ModelRef,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, KsError> {
+    let body = body.map_err(|e| {
+        let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "the inference request is larger than serving.max_request_bytes allows".to_string()
+        } else {
+            e.body_text()
+        };
+        KsError::new(e.status(), message)
+    })?;
+    let (json_part, binary) = split_body(&headers, &body)?;
+    let request: InferRequest = serde_json::from_slice(json_part)
+        .map_err(|e| bad(format!("malformed inference request: {e}")))?;
+    let inputs = decode_inputs(&request.inputs, binary)?;
+    let binary_default = request
+        .parameters
+        .get("binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let wanted: Vec<(String, bool)> = request
+        .outputs
+        .iter()
+        .map(|o| {
+            let binary = o
+                .parameters
+                .get("binary_data")
+                .and_then(Value::as_bool)
+                .unwrap_or(binary_default);
+            (o.name.clone(), binary)
+        })
+        .collect();
+    let model = manager(&app)?.get(&m.name, m.version)?;
+    let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+    let run_model = model.clone();
+    let outputs = tokio::task::spawn_blocking(move || run_model.infer(inputs, &names))
+        .await
+        .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let mut binary_out = Vec::new();
+    let outputs_json: Vec<Value> = outputs
+        .iter()
+        .map(|t| {
+            let as_binary = wanted
+                .iter()
+                .find(|(n, _)| *n == t.name)
+                .map_or(binary_default, |(_, b)| *b);
+            let mut out = json!({
+                "name": t.name,
+                "datatype": protocol_name(t.data.data_type()),
+                "shape": t.shape,
+            });
+            if as_binary {
+                let bytes = t.data.to_le_bytes();
+                out["parameters"] = json!({ "binary_data_size": bytes.len() });
+                binary_out.extend_from_slice(&bytes);
+            } else {
+                out["data"] = t.data.to_json();
+            }
+            out
+        })
+        .collect();
+    let mut response = json!({
+        "model_name": model.name,
+        "model_version": model.version.to_string(),
+        "outputs": outputs_json,
+    });
+    if let Some(id) = request.id {
+        response["id"] = json!(id);
+    }
+    let header = serde_json::to_vec(&response)
+        .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if binary_out.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], header).into_response());
+    }
+    let header_len = header.len();
+    let mut body = header;
+    body.extend_from_slice(&binary_out);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                header_len.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

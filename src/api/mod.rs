@@ -58,7 +58,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", metrics)
         .nest("/api/v1", api)
-        .merge(kserve::routes())
+        .merge(kserve::routes(
+            usize::try_from(app.config.serving.max_request_bytes).unwrap_or(usize::MAX),
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::model_config::{DataType, InstanceKind, ModelConfig};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
+use super::tensor::{NamedTensor, protocol_name};
 use crate::config::{Config, ControlMode, MemoryMode};
 
 /// Serving errors, each with the status a client should see.
@@ -55,6 +56,156 @@ pub struct ServedModel {
     pub outputs: Vec<ModelTensor>,
     /// The session; `Session::run` needs exclusive access.
     pub session: Mutex<Session>,
+}
+
+impl ServedModel {
+    /// Checks the inputs against the configuration, runs the model, and returns the requested
+    /// outputs (all configured outputs when `wanted` is empty). Every error names the tensor.
+    pub fn infer(
+        &self,
+        inputs: Vec<NamedTensor>,
+        wanted: &[String],
+    ) -> Result<Vec<NamedTensor>, ServingError> {
+        let invalid = |m: String| ServingError::Invalid(m);
+        let config = &self.config;
+        let batched = config.max_batch_size > 0;
+        let mut batch: Option<i64> = None;
+        for (i, tensor) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|t| t.name == tensor.name) {
+                return Err(invalid(format!(
+                    "input {:?} is given more than once",
+                    tensor.name
+                )));
+            }
+            let spec = config
+                .input
+                .iter()
+                .find(|s| s.name == tensor.name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = config.input.iter().map(|s| s.name.as_str()).collect();
+                    invalid(format!(
+                        "unknown input {:?}; model {:?} takes {}",
+                        tensor.name,
+                        self.name,
+                        names.join(", ")
+                    ))
+                })?;
+            if tensor.data.data_type() != spec.data_type {
+                return Err(invalid(format!(
+                    "input {:?}: datatype {}, but the model takes {}",
+                    tensor.name,
+                    protocol_name(tensor.data.data_type()),
+                    protocol_name(spec.data_type)
+                )));
+            }
+            let mut expected = spec.dims.clone();
+            if batched {
+                expected.insert(0, -1);
+            }
+            let fits = tensor.shape.len() == expected.len()
+                && tensor.shape.iter().all(|d| *d >= 0)
+                && tensor
+                    .shape
+                    .iter()
+                    .zip(&expected)
+                    .all(|(d, e)| *e == -1 || d == e);
+            if !fits {
+                return Err(invalid(format!(
+                    "input {:?}: shape {:?} does not fit {:?} (-1: any size{})",
+                    tensor.name,
+                    tensor.shape,
+                    expected,
+                    if batched {
+                        "; the first dimension is the batch"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            if batched {
+                let b = tensor.shape[0];
+                if b > i64::from(config.max_batch_size) {
+                    return Err(invalid(format!(
+                        "input {:?}: batch of {b} exceeds max_batch_size {}",
+                        tensor.name, config.max_batch_size
+                    )));
+                }
+                if *batch.get_or_insert(b) != b {
+                    return Err(invalid(format!(
+                        "input {:?}: batch of {b}, but another input has a batch of {}",
+                        tensor.name,
+                        batch.unwrap_or(b)
+                    )));
+                }
+            }
+            let elements: i64 = tensor.shape.iter().product();
+            if usize::try_from(elements).ok() != Some(tensor.data.len()) {
+                return Err(invalid(format!(
+                    "input {:?}: shape {:?} holds {elements} elements, but {} were sent",
+                    tensor.name,
+                    tensor.shape,
+                    tensor.data.len()
+                )));
+            }
+        }
+        if let Some(missing) = config
+            .input
+            .iter()
+            .find(|s| !s.optional && !inputs.iter().any(|t| t.name == s.name))
+        {
+            return Err(invalid(format!("input {:?} is missing", missing.name)));
+        }
+        let outputs: Vec<String> = if wanted.is_empty() {
+            config.output.iter().map(|o| o.name.clone()).collect()
+        } else {
+            for name in wanted {
+                if !config.output.iter().any(|o| &o.name == name) {
+                    return Err(invalid(format!("unknown output {name:?} requested")));
+                }
+            }
+            wanted.to_vec()
+        };
+        let mut values = Vec::with_capacity(inputs.len());
+        for tensor in &inputs {
+            let spec_reshape = config
+                .input
+                .iter()
+                .find(|s| s.name == tensor.name)
+                .and_then(|s| s.reshape.as_ref());
+            let value = match spec_reshape {
+                // The model takes another shape than the protocol shows: same elements.
+                Some(reshape) => {
+                    let mut shape = reshape.shape.clone();
+                    if batched {
+                        shape.insert(0, tensor.shape[0]);
+                    }
+                    NamedTensor {
+                        shape,
+                        ..tensor.clone()
+                    }
+                    .to_ort()
+                }
+                None => tensor.to_ort(),
+            }
+            .map_err(invalid)?;
+            values.push((tensor.name.clone(), value));
+        }
+        let mut session = self.session.lock().map_err(|_| {
+            ServingError::Unavailable(format!("model {:?} failed earlier; reload it", self.name))
+        })?;
+        let results = session
+            .run(values)
+            .map_err(|e| invalid(format!("model {:?} refused the inputs: {e}", self.name)))?;
+        outputs
+            .iter()
+            .map(|name| {
+                let value = results.get(name).ok_or_else(|| {
+                    ServingError::Invalid(format!("the model produced no output {name:?}"))
+                })?;
+                NamedTensor::from_ort(name, value).map_err(ServingError::Invalid)
+            })
+            .collect()
+    }
 }
 
 /// The state of one version.

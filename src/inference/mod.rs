@@ -5,6 +5,7 @@ mod manager;
 pub mod model_config;
 pub mod repository;
 mod runtime;
+pub mod tensor;
 
 pub use manager::{IndexEntry, ModelManager, ServedModel, ServingError};
 pub use runtime::{

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common::{ADMIN_PASSWORD, Daemon, Setup, vendor};
 
-const CONFIGURED: &str = r#"
+pub const CONFIGURED: &str = r#"
 name: "minilm"
 platform: "onnxruntime_onnx"
 max_batch_size: 32
@@ -23,7 +23,7 @@ output [ { name: "last_hidden_state" data_type: TYPE_FP32 dims: [ -1, 384 ] } ]
 
 /// Adds `<repo>/<name>/<version>/model.onnx` (a link to the vendored model) and, if given,
 /// `<repo>/<name>/config.pbtxt`.
-fn add_model(repo: &Path, name: &str, versions: &[u64], config: Option<&str>) {
+pub fn add_model(repo: &Path, name: &str, versions: &[u64], config: Option<&str>) {
     for v in versions {
         let dir = repo.join(name).join(v.to_string());
         std::fs::create_dir_all(&dir).unwrap();
@@ -38,14 +38,14 @@ fn add_model(repo: &Path, name: &str, versions: &[u64], config: Option<&str>) {
     }
 }
 
-struct Serving {
-    setup: Setup,
-    daemon: Daemon,
-    token: String,
+pub struct Serving {
+    pub setup: Setup,
+    pub daemon: Daemon,
+    pub token: String,
 }
 
 impl Serving {
-    fn start(serving: &str, fill: impl FnOnce(&Path)) -> Serving {
+    pub fn start(serving: &str, fill: impl FnOnce(&Path)) -> Serving {
         let setup = Setup::new();
         let repo = setup.dir.path().join("repo");
         std::fs::create_dir_all(&repo).unwrap();
@@ -70,7 +70,7 @@ impl Serving {
         self.setup.dir.path().join("repo")
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .daemon
             .client()
@@ -82,7 +82,7 @@ impl Serving {
         (status, resp.json().unwrap_or(Value::Null))
     }
 
-    fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .daemon
             .client()
@@ -103,7 +103,7 @@ impl Serving {
     }
 }
 
-fn error_text(body: &Value) -> &str {
+pub fn error_text(body: &Value) -> &str {
     body["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no error field in {body}"))

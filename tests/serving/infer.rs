@@ -1,0 +1,274 @@
+//! KServe v2 inference: JSON and binary tensors against the real MiniLM model, checked against
+//! ONNX Runtime run directly from Python on the same model, and every malformed class refused.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::vendor;
+use crate::repository::{CONFIGURED, Serving, add_model, error_text};
+
+/// Two token sequences ([CLS] … [SEP]) of length 5, padded form not needed.
+const IDS: [[i64; 5]; 2] = [[101, 7592, 2088, 999, 102], [101, 2023, 2003, 1037, 102]];
+
+fn inputs_json() -> Value {
+    let ids: Vec<i64> = IDS.iter().flatten().copied().collect();
+    json!([
+        { "name": "input_ids", "shape": [2, 5], "datatype": "INT64", "data": ids },
+        { "name": "attention_mask", "shape": [2, 5], "datatype": "INT64", "data": vec![1; 10] },
+        { "name": "token_type_ids", "shape": [2, 5], "datatype": "INT64", "data": vec![0; 10] },
+    ])
+}
+
+/// last_hidden_state for IDS, from onnxruntime in Python on the vendored model.
+fn python_reference() -> Vec<f32> {
+    let script = r#"
+import json, sys
+import numpy as np
+import onnxruntime as ort
+ids = np.array(json.load(sys.stdin), dtype=np.int64)
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+out = s.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})[0]
+print(json.dumps(out.reshape(-1).tolist()))
+"#;
+    let model = vendor().join("models/all-MiniLM-L6-v2/model.onnx");
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (install the test dependencies with `just deps`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json!(IDS).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reference json")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn json_and_binary_inference_match_onnx_runtime() {
+    let s = Serving::start("", |repo| add_model(repo, "minilm", &[1], Some(CONFIGURED)));
+    let reference = python_reference();
+    assert_eq!(reference.len(), 2 * 5 * 384);
+
+    // JSON in, JSON out.
+    let (status, body) = s.post(
+        "/v2/models/minilm/infer",
+        &s.token,
+        Some(json!({ "id": "req-1", "inputs": inputs_json() })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], "req-1");
+    assert_eq!(body["model_name"], "minilm");
+    assert_eq!(body["model_version"], "1");
+    let out = &body["outputs"][0];
+    assert_eq!(out["name"], "last_hidden_state");
+    assert_eq!(out["datatype"], "FP32");
+    assert_eq!(out["shape"], json!([2, 5, 384]));
+    let json_values: Vec<f32> = serde_json::from_value(out["data"].clone()).unwrap();
+    let diff = max_abs_diff(&json_values, &reference);
+    assert!(
+        diff < 1e-4,
+        "JSON output differs from onnxruntime by {diff}"
+    );
+
+    // Binary in (KServe binary tensor extension), binary out.
+    let ids: Vec<u8> = IDS.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let ones: Vec<u8> = [1i64; 10].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let zeros: Vec<u8> = [0i64; 10].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = json!({
+        "inputs": [
+            { "name": "input_ids", "shape": [2, 5], "datatype": "INT64", "parameters": { "binary_data_size": 80 } },
+            { "name": "attention_mask", "shape": [2, 5], "datatype": "INT64", "parameters": { "binary_data_size": 80 } },
+            { "name": "token_type_ids", "shape": [2, 5], "datatype": "INT64", "parameters": { "binary_data_size": 80 } },
+        ],
+        "outputs": [ { "name": "last_hidden_state", "parameters": { "binary_data": true } } ],
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(&ids);
+    body.extend(&ones);
+    body.extend(&zeros);
+    let resp = s
+        .daemon
+        .client()
+        .post(s.daemon.url("/v2/models/minilm/infer"))
+        .bearer_auth(&s.token)
+        .header("Inference-Header-Content-Length", header.len())
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let header_len: usize = resp.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = resp.bytes().unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..header_len]).unwrap();
+    assert_eq!(
+        head["outputs"][0]["parameters"]["binary_data_size"],
+        2 * 5 * 384 * 4,
+        "{head}"
+    );
+    let binary_values: Vec<f32> = bytes[header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(binary_values, json_values, "binary and JSON outputs differ");
+}
+
+#[test]
+fn malformed_requests_are_refused_with_the_tensor_named() {
+    let s = Serving::start("max_request_bytes = 4096", |repo| {
+        add_model(repo, "minilm", &[1], Some(CONFIGURED))
+    });
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = inputs_json();
+        f(&mut v);
+        json!({ "inputs": v })
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            with(&|v| v[0]["datatype"] = json!("FP32")),
+            "input \"input_ids\": datatype FP32, but the model takes INT64",
+        ),
+        (
+            with(&|v| v[0]["shape"] = json!([2, 4])),
+            "input \"input_ids\": shape [2, 4] holds 8 elements, but 10 were sent",
+        ),
+        (
+            with(&|v| v[0]["shape"] = json!([10])),
+            "input \"input_ids\": shape [10] does not fit [-1, -1]",
+        ),
+        (
+            with(&|v| v[0]["shape"] = json!([2, -5])),
+            "input \"input_ids\": shape [2, -5] has a negative dimension",
+        ),
+        (
+            with(&|v| v[0]["name"] = json!("ids")),
+            "unknown input \"ids\"",
+        ),
+        (
+            with(&|v| v[0]["datatype"] = json!("INT65")),
+            "input \"input_ids\": unknown datatype \"INT65\"",
+        ),
+        (
+            with(&|v| v[0]["data"] = json!([1, 2, "x", 4, 5, 6, 7, 8, 9, 10])),
+            "input \"input_ids\": element 2 is not an integer",
+        ),
+        (
+            with(&|v| {
+                v.as_array_mut().unwrap().remove(2);
+            }),
+            "input \"token_type_ids\" is missing",
+        ),
+        (
+            with(&|v| v[1]["shape"] = json!([1, 10])),
+            "input \"attention_mask\": batch of 1, but another input has a batch of 2",
+        ),
+        (
+            json!({ "inputs": inputs_json(), "outputs": [ { "name": "pooled" } ] }),
+            "unknown output \"pooled\" requested",
+        ),
+        (
+            json!({ "inputs": inputs_json(), "extra": 1 }),
+            "unknown field `extra`",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = s.post("/v2/models/minilm/infer", &s.token, Some(body));
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            error_text(&answer).contains(expected),
+            "expected {expected:?} in {answer}"
+        );
+    }
+    // Batch larger than max_batch_size (32).
+    let inputs = json!([{ "name": "input_ids", "shape": [33, 1], "datatype": "INT64", "data": vec![101; 33] }]);
+    let (status, answer) = s.post(
+        "/v2/models/minilm/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs })),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error_text(&answer).contains("batch of 33 exceeds max_batch_size 32"),
+        "{answer}"
+    );
+
+    let raw = |headers: &[(&str, String)], body: Vec<u8>| {
+        let mut req = s
+            .daemon
+            .client()
+            .post(s.daemon.url("/v2/models/minilm/infer"))
+            .bearer_auth(&s.token)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, answer) = raw(&[], b"{not json".to_vec());
+    assert_eq!(status, 400);
+    assert!(
+        error_text(&answer).contains("malformed inference request"),
+        "{answer}"
+    );
+    let (status, answer) = raw(
+        &[("Inference-Header-Content-Length", "999".into())],
+        b"{}".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(error_text(&answer).contains("only 2 bytes"), "{answer}");
+    let header = json!({ "inputs": [ { "name": "input_ids", "shape": [1, 1], "datatype": "INT64", "parameters": { "binary_data_size": 8 } } ] }).to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend([0u8; 12]);
+    let (status, answer) = raw(
+        &[("Inference-Header-Content-Length", header.len().to_string())],
+        body,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error_text(&answer).contains("4 bytes of binary data are not claimed"),
+        "{answer}"
+    );
+    let (status, answer) = raw(&[], vec![b' '; 8192]);
+    assert_eq!(status, 413);
+    assert!(
+        error_text(&answer).contains("serving.max_request_bytes"),
+        "{answer}"
+    );
+
+    // After all of that, the model still answers.
+    let (status, body) = s.post(
+        "/v2/models/minilm/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs_json() })),
+    );
+    assert_eq!(status, 200, "{body}");
+}
