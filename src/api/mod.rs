@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod keys;
 mod kserve;
+mod openai;
 mod session;
 mod users;
 
@@ -61,6 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(kserve::routes(
             usize::try_from(app.config.serving.max_request_bytes).unwrap_or(usize::MAX),
         ))
+        .merge(openai::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

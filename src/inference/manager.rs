@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::model_config::{DataType, InstanceKind, ModelConfig};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
-use super::tensor::{NamedTensor, protocol_name};
+use super::tensor::{NamedTensor, TensorData, protocol_name};
+use super::text::{Task, TextTask, pool};
 use crate::config::{Config, ControlMode, MemoryMode};
 
 /// Serving errors, each with the status a client should see.
@@ -56,9 +57,110 @@ pub struct ServedModel {
     pub outputs: Vec<ModelTensor>,
     /// The session; `Session::run` needs exclusive access.
     pub session: Mutex<Session>,
+    /// The text task, when the configuration declares one.
+    pub text: Option<TextTask>,
+}
+
+/// One text's classification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classified {
+    /// The most likely label.
+    pub label: String,
+    /// Its score.
+    pub confidence: f32,
+    /// Every label's score, in label order.
+    pub scores: Vec<(String, f32)>,
 }
 
 impl ServedModel {
+    fn text_task(&self) -> Result<&TextTask, ServingError> {
+        self.text.as_ref().ok_or_else(|| {
+            ServingError::Invalid(format!(
+                "model {:?} declares no text task (parameters task = \"embedding\" or \"classification\")",
+                self.name
+            ))
+        })
+    }
+
+    /// Embeds texts; returns one vector per text (in request order) and the tokens used.
+    pub fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
+        let text = self.text_task()?;
+        let Task::Embedding {
+            output,
+            pooling,
+            normalize,
+        } = &text.task
+        else {
+            return Err(ServingError::Invalid(format!(
+                "model {:?} classifies text; it does not embed it",
+                self.name
+            )));
+        };
+        let mut vectors = vec![Vec::new(); texts.len()];
+        let mut tokens = 0;
+        for batch in text.encode(texts).map_err(ServingError::Invalid)? {
+            let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
+            let pooled = pool(&out[0], &batch.lengths, *pooling, *normalize)
+                .map_err(ServingError::Invalid)?;
+            tokens += batch.lengths.iter().sum::<usize>();
+            for (row, vector) in batch.rows.into_iter().zip(pooled) {
+                vectors[row] = vector;
+            }
+        }
+        Ok((vectors, tokens))
+    }
+
+    /// Classifies texts; returns one result per text (in request order) and the tokens used.
+    pub fn classify(&self, texts: &[String]) -> Result<(Vec<Classified>, usize), ServingError> {
+        let text = self.text_task()?;
+        let Task::Classification { output, labels } = &text.task else {
+            return Err(ServingError::Invalid(format!(
+                "model {:?} embeds text; it does not classify it",
+                self.name
+            )));
+        };
+        let mut results: Vec<Option<Classified>> = vec![None; texts.len()];
+        let mut tokens = 0;
+        for batch in text.encode(texts).map_err(ServingError::Invalid)? {
+            let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
+            let TensorData::F32(scores) = &out[0].data else {
+                return Err(ServingError::Invalid(format!(
+                    "output {output:?} is not FP32"
+                )));
+            };
+            let classes = labels.len();
+            if scores.len() != batch.rows.len() * classes {
+                return Err(ServingError::Invalid(format!(
+                    "output {output:?} has {} scores for {} texts and {classes} labels",
+                    scores.len(),
+                    batch.rows.len()
+                )));
+            }
+            tokens += batch.lengths.iter().sum::<usize>();
+            for (i, row) in batch.rows.iter().enumerate() {
+                let row_scores = &scores[i * classes..(i + 1) * classes];
+                let (best, confidence) =
+                    row_scores
+                        .iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::MIN),
+                            |acc, (j, s)| if *s > acc.1 { (j, *s) } else { acc },
+                        );
+                results[*row] = Some(Classified {
+                    label: labels[best].clone(),
+                    confidence,
+                    scores: labels
+                        .iter()
+                        .cloned()
+                        .zip(row_scores.iter().copied())
+                        .collect(),
+                });
+            }
+        }
+        Ok((results.into_iter().flatten().collect(), tokens))
+    }
+
     /// Checks the inputs against the configuration, runs the model, and returns the requested
     /// outputs (all configured outputs when `wanted` is empty). Every error names the tensor.
     pub fn infer(
@@ -465,6 +567,9 @@ impl ModelManager {
         let inputs = describe(opened.session.inputs());
         let outputs = describe(opened.session.outputs());
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
+        let text =
+            TextTask::from_config(&source.dir, &source.dir.join(version.to_string()), &config)
+                .map_err(|e| ServingError::Invalid(format!("text task: {e}")))?;
         tracing::info!(
             model = %source.name,
             version,
@@ -479,6 +584,7 @@ impl ModelManager {
             inputs,
             outputs,
             session: Mutex::new(opened.session),
+            text,
         })
     }
 

@@ -6,8 +6,9 @@ pub mod model_config;
 pub mod repository;
 mod runtime;
 pub mod tensor;
+pub mod text;
 
-pub use manager::{IndexEntry, ModelManager, ServedModel, ServingError};
+pub use manager::{Classified, IndexEntry, ModelManager, ServedModel, ServingError};
 pub use runtime::{
     EmbeddingModel, ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec,
     TensorRtOptions, file_sha256, find_library,
