@@ -27,3 +27,14 @@ impl From<AuthError> for Problem {
         }
     }
 }
+
+impl From<crate::inference::ServingError> for Problem {
+    fn from(e: crate::inference::ServingError) -> Self {
+        use crate::inference::ServingError;
+        match e {
+            ServingError::NotFound(d) => Problem::not_found(d),
+            ServingError::Unavailable(d) => Problem::unavailable(d),
+            ServingError::Invalid(d) => Problem::unprocessable(d),
+        }
+    }
+}

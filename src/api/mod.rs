@@ -4,6 +4,7 @@
 mod errors;
 mod extract;
 mod health;
+mod inference;
 mod keys;
 mod kserve;
 mod openai;
@@ -47,7 +48,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", delete(keys::revoke))
-        .route("/audit", get(keys::audit));
+        .route("/audit", get(keys::audit))
+        .route("/inference", post(inference::infer));
     let metrics = if app.config.metrics.public {
         get(health::metrics_public)
     } else {

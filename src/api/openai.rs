@@ -229,7 +229,7 @@ async fn embeddings(
         ));
     }
     let run = model.clone();
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || run.embed(&texts))
+    let (vectors, tokens) = tokio::task::spawn_blocking(move || run.embed(&texts, None))
         .await
         .map_err(|e| OpenAiError::invalid(e.to_string(), None))??;
     let data: Vec<Value> = vectors

@@ -73,7 +73,8 @@ pub struct Classified {
 }
 
 impl ServedModel {
-    fn text_task(&self) -> Result<&TextTask, ServingError> {
+    /// The text task, or a clear refusal for models without one.
+    pub fn text_task(&self) -> Result<&TextTask, ServingError> {
         self.text.as_ref().ok_or_else(|| {
             ServingError::Invalid(format!(
                 "model {:?} declares no text task (parameters task = \"embedding\" or \"classification\")",
@@ -83,7 +84,12 @@ impl ServedModel {
     }
 
     /// Embeds texts; returns one vector per text (in request order) and the tokens used.
-    pub fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
+    /// `max_length` can keep fewer tokens per text than the model's setting.
+    pub fn embed(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+    ) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
         let text = self.text_task()?;
         let Task::Embedding {
             output,
@@ -98,7 +104,10 @@ impl ServedModel {
         };
         let mut vectors = vec![Vec::new(); texts.len()];
         let mut tokens = 0;
-        for batch in text.encode(texts).map_err(ServingError::Invalid)? {
+        for batch in text
+            .encode(texts, max_length)
+            .map_err(ServingError::Invalid)?
+        {
             let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
             let pooled = pool(&out[0], &batch.lengths, *pooling, *normalize)
                 .map_err(ServingError::Invalid)?;
@@ -111,7 +120,11 @@ impl ServedModel {
     }
 
     /// Classifies texts; returns one result per text (in request order) and the tokens used.
-    pub fn classify(&self, texts: &[String]) -> Result<(Vec<Classified>, usize), ServingError> {
+    pub fn classify(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+    ) -> Result<(Vec<Classified>, usize), ServingError> {
         let text = self.text_task()?;
         let Task::Classification { output, labels } = &text.task else {
             return Err(ServingError::Invalid(format!(
@@ -121,7 +134,10 @@ impl ServedModel {
         };
         let mut results: Vec<Option<Classified>> = vec![None; texts.len()];
         let mut tokens = 0;
-        for batch in text.encode(texts).map_err(ServingError::Invalid)? {
+        for batch in text
+            .encode(texts, max_length)
+            .map_err(ServingError::Invalid)?
+        {
             let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
             let TensorData::F32(scores) = &out[0].data else {
                 return Err(ServingError::Invalid(format!(

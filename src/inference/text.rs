@@ -59,6 +59,8 @@ pub struct TextTask {
     takes_types: bool,
     /// Largest batch per model run.
     max_batch: usize,
+    /// Tokens kept per text.
+    max_length: usize,
 }
 
 /// Texts encoded and ready to run: tensors per batch, with the original position of each row.
@@ -194,14 +196,39 @@ impl TextTask {
             takes_mask: has("attention_mask"),
             takes_types: has("token_type_ids"),
             max_batch: usize::try_from(config.max_batch_size).unwrap_or(1),
+            max_length,
         }))
     }
 
     /// Tokenises `texts` and groups them into batches of similar length (padding costs real
     /// compute: random batches carry far more padding than real tokens).
-    pub fn encode(&self, texts: &[String]) -> Result<Vec<Batch>, String> {
-        let encodings = self
-            .tokenizer
+    /// `max_length`, when given, keeps fewer tokens than the model's setting (never more).
+    pub fn encode(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+    ) -> Result<Vec<Batch>, String> {
+        let shorter;
+        let tokenizer = match max_length {
+            Some(n) if n == 0 || n > self.max_length => {
+                return Err(format!(
+                    "max_length is {n}; this model takes 1 to {} tokens per text",
+                    self.max_length
+                ));
+            }
+            Some(n) if n < self.max_length => {
+                let mut t = self.tokenizer.clone();
+                t.with_truncation(Some(TruncationParams {
+                    max_length: n,
+                    ..TruncationParams::default()
+                }))
+                .map_err(|e| format!("tokenizer truncation: {e}"))?;
+                shorter = t;
+                &shorter
+            }
+            _ => &self.tokenizer,
+        };
+        let encodings = tokenizer
             .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
             .map_err(|e| format!("tokenizer: {e}"))?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod classify;
 mod clients;
 mod infer;
 mod repository;

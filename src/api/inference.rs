@@ -1,0 +1,97 @@
+//! `POST /api/v1/inference`: text in, a label or a vector out, per input.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{ApiJson, Caller};
+use crate::daemon::App;
+use crate::error::Problem;
+use crate::inference::ServingError;
+use crate::inference::text::Task;
+
+/// Most texts in one request.
+const MAX_TEXTS: usize = 2048;
+
+/// The request body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRequest {
+    text: Option<String>,
+    texts: Option<Vec<String>>,
+    model_name: String,
+    max_length: Option<usize>,
+}
+
+/// Classifies or embeds `text` or `texts` with `model_name`; each result carries the label (or
+/// vector), its confidence (classification) and the request's latency.
+pub async fn infer(
+    State(app): State<Arc<App>>,
+    _c: Caller,
+    ApiJson(req): ApiJson<InferenceRequest>,
+) -> Result<Json<Value>, Problem> {
+    let texts = match (req.text, req.texts) {
+        (Some(t), None) => vec![t],
+        (None, Some(ts)) if !ts.is_empty() => ts,
+        (None, Some(_)) => return Err(Problem::unprocessable("texts must not be empty")),
+        _ => return Err(Problem::unprocessable("give either text or texts")),
+    };
+    if texts.len() > MAX_TEXTS {
+        return Err(Problem::unprocessable(format!(
+            "{} texts; at most {MAX_TEXTS} per request",
+            texts.len()
+        )));
+    }
+    if texts.iter().any(|t| t.trim().is_empty()) {
+        return Err(Problem::unprocessable("texts must not be empty or blank"));
+    }
+    let models = app.models().ok_or_else(|| {
+        Problem::unavailable(
+            "model serving is not available: ONNX Runtime is not loaded (see /readyz)",
+        )
+    })?;
+    let model = models.get(&req.model_name, None)?;
+    let classifies = matches!(model.text_task()?.task, Task::Classification { .. });
+    let started = Instant::now();
+    let max_length = req.max_length;
+    let run = model.clone();
+    let results: Vec<Value> =
+        tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ServingError> {
+            Ok(if classifies {
+                run.classify(&texts, max_length)?
+                    .0
+                    .into_iter()
+                    .map(|c| {
+                        let scores: serde_json::Map<String, Value> =
+                            c.scores.into_iter().map(|(l, s)| (l, json!(s))).collect();
+                        json!({ "result": c.label, "confidence": c.confidence, "scores": scores })
+                    })
+                    .collect()
+            } else {
+                run.embed(&texts, max_length)?
+                    .0
+                    .into_iter()
+                    .map(|v| json!({ "result": v, "confidence": null }))
+                    .collect()
+            })
+        })
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))??;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|mut r| {
+            r["latency_ms"] = json!(latency_ms);
+            r
+        })
+        .collect();
+    Ok(Json(json!({
+        "model_name": model.name,
+        "model_version": model.version.to_string(),
+        "results": results,
+    })))
+}
