@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::config::ControlMode;
 use crate::inference::{EmbeddingModel, ModelManager, Runtime, RuntimeError};
 use crate::store::{BlobStore, DataDirLock, Store};
-use crate::telemetry::{metrics::Metrics, systemd};
+use crate::telemetry::metrics::{Metrics, ServingMetrics};
+use crate::telemetry::systemd;
 
 /// What the runtime loader produced.
 pub struct RuntimeState {
@@ -209,7 +210,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening on {scheme}://{addr}");
 
     let loader_app = app.clone();
-    let loader = tokio::task::spawn_blocking(move || load_runtime(&loader_app.config));
+    let loader = tokio::task::spawn_blocking(move || {
+        load_runtime(&loader_app.config, loader_app.metrics.serving())
+    });
     // A stop request while the runtime loads is honoured at once; the loader thread is left
     // to finish on its own (the process exits without waiting for it).
     let stopped_early = tokio::select! {
@@ -277,7 +280,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_runtime(config: &Config) -> RuntimeState {
+fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
     match Runtime::load(&config.runtime) {
         Ok(runtime) => {
             let runtime = Arc::new(runtime);
@@ -288,7 +291,7 @@ fn load_runtime(config: &Config) -> RuntimeState {
             {
                 tracing::warn!(path = %repository.display(), error = %e, "cannot create the model repository");
             }
-            let models = Arc::new(ModelManager::new(runtime.clone(), config));
+            let models = Arc::new(ModelManager::new(runtime.clone(), config, metrics));
             models.load_startup(&config.serving.startup_models);
             RuntimeState {
                 runtime: Ok(runtime),

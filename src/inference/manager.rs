@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
 use super::tensor::{NamedTensor, TensorData, protocol_name};
 use super::text::{Task, TextTask, pool};
 use crate::config::{Config, ControlMode, MemoryMode};
+use crate::telemetry::metrics::ServingMetrics;
 
 /// Serving errors, each with the status a client should see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +61,7 @@ pub struct ServedModel {
     pub session: Mutex<Session>,
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
+    metrics: ServingMetrics,
 }
 
 /// One text's classification.
@@ -179,10 +182,54 @@ impl ServedModel {
 
     /// Checks the inputs against the configuration, runs the model, and returns the requested
     /// outputs (all configured outputs when `wanted` is empty). Every error names the tensor.
+    /// Counted in Triton's metrics.
     pub fn infer(
         &self,
         inputs: Vec<NamedTensor>,
         wanted: &[String],
+    ) -> Result<Vec<NamedTensor>, ServingError> {
+        let version = self.version.to_string();
+        let labels = [self.name.as_str(), version.as_str()];
+        let m = &self.metrics;
+        m.pending.with_label_values(&labels).inc();
+        let started = Instant::now();
+        let rows = if self.config.max_batch_size > 0 {
+            inputs
+                .first()
+                .and_then(|t| t.shape.first())
+                .map_or(1, |b| (*b).max(0) as u64)
+        } else {
+            1
+        };
+        let mut timing = (Duration::ZERO, Duration::ZERO);
+        let result = self.run_checked(inputs, wanted, &mut timing);
+        m.pending.with_label_values(&labels).dec();
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        m.request_us
+            .with_label_values(&labels)
+            .inc_by(micros(started.elapsed()));
+        if result.is_ok() {
+            m.success.with_label_values(&labels).inc();
+            m.count.with_label_values(&labels).inc_by(rows);
+            m.exec_count.with_label_values(&labels).inc();
+            m.queue_us
+                .with_label_values(&labels)
+                .inc_by(micros(timing.0));
+            m.compute_us
+                .with_label_values(&labels)
+                .inc_by(micros(timing.1));
+        } else {
+            m.failure.with_label_values(&labels).inc();
+        }
+        result
+    }
+
+    /// `timing` receives the time spent waiting for the session and running it.
+    fn run_checked(
+        &self,
+        inputs: Vec<NamedTensor>,
+        wanted: &[String],
+        timing: &mut (Duration, Duration),
     ) -> Result<Vec<NamedTensor>, ServingError> {
         let invalid = |m: String| ServingError::Invalid(m);
         let config = &self.config;
@@ -308,12 +355,16 @@ impl ServedModel {
             .map_err(invalid)?;
             values.push((tensor.name.clone(), value));
         }
+        let waiting = Instant::now();
         let mut session = self.session.lock().map_err(|_| {
             ServingError::Unavailable(format!("model {:?} failed earlier; reload it", self.name))
         })?;
+        timing.0 = waiting.elapsed();
+        let computing = Instant::now();
         let results = session
             .run(values)
             .map_err(|e| invalid(format!("model {:?} refused the inputs: {e}", self.name)))?;
+        timing.1 = computing.elapsed();
         outputs
             .iter()
             .map(|name| {
@@ -371,11 +422,12 @@ pub struct ModelManager {
     models: RwLock<BTreeMap<String, ModelEntry>>,
     /// Serialises loads and unloads; reads never wait for it.
     changes: Mutex<()>,
+    metrics: ServingMetrics,
 }
 
 impl ModelManager {
     /// A manager over the configured repository. Loads nothing yet.
-    pub fn new(runtime: Arc<Runtime>, config: &Config) -> ModelManager {
+    pub fn new(runtime: Arc<Runtime>, config: &Config, metrics: ServingMetrics) -> ModelManager {
         ModelManager {
             runtime,
             root: config.repository(),
@@ -386,6 +438,7 @@ impl ModelManager {
             engine_cache: config.data_dir.join("cache").join("tensorrt"),
             models: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            metrics,
         }
     }
 
@@ -441,7 +494,8 @@ impl ModelManager {
         let _guard = self.changes.lock().map_err(|_| poisoned())?;
         let removed = self.models.write().map_err(|_| poisoned())?.remove(name);
         match removed {
-            Some(_) => {
+            Some(entry) => {
+                publish_instances(&self.metrics, Some(&entry), None);
                 tracing::info!(model = name, "unloaded");
                 Ok(())
             }
@@ -470,14 +524,13 @@ impl ModelManager {
                         VersionState::Ready(_) => None,
                     })
                     .collect();
-                models.insert(
-                    name.to_string(),
-                    ModelEntry {
-                        versions,
-                        error: None,
-                        fingerprint,
-                    },
-                );
+                let entry = ModelEntry {
+                    versions,
+                    error: None,
+                    fingerprint,
+                };
+                publish_instances(&self.metrics, models.get(name), Some(&entry));
+                models.insert(name.to_string(), entry);
                 if failed.is_empty() {
                     tracing::info!(model = name, "loaded");
                     Ok(())
@@ -601,6 +654,7 @@ impl ModelManager {
             outputs,
             session: Mutex::new(opened.session),
             text,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -632,6 +686,7 @@ impl ModelManager {
             if !sources.iter().any(|s| &s.name == name)
                 && let (Ok(_guard), Ok(mut models)) = (self.changes.lock(), self.models.write())
             {
+                publish_instances(&self.metrics, models.get(name), None);
                 models.remove(name);
                 tracing::info!(model = %name, "model removed from the repository; unloaded");
             }
@@ -780,6 +835,32 @@ fn fingerprint(source: &ModelSource) -> u64 {
         }
     }
     hasher.finish()
+}
+
+/// Keeps `sparkbrain_model_instance_info` in step with the loaded versions of one model.
+fn publish_instances(metrics: &ServingMetrics, old: Option<&ModelEntry>, new: Option<&ModelEntry>) {
+    let each = |entry: Option<&ModelEntry>, f: &dyn Fn(&ServedModel)| {
+        for state in entry.into_iter().flat_map(|e| e.versions.values()) {
+            if let VersionState::Ready(model) = state {
+                f(model);
+            }
+        }
+    };
+    each(old, &|m| {
+        let version = m.version.to_string();
+        let _ = metrics.instance.remove_label_values(&[
+            m.name.as_str(),
+            version.as_str(),
+            m.provider.ort_name(),
+        ]);
+    });
+    each(new, &|m| {
+        let version = m.version.to_string();
+        metrics
+            .instance
+            .with_label_values(&[m.name.as_str(), version.as_str(), m.provider.ort_name()])
+            .set(1);
+    });
 }
 
 fn mode_name(mode: ControlMode) -> &'static str {

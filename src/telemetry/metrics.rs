@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The daemon's metrics registry and the HTTP instruments.
@@ -12,6 +13,84 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGauge,
+    serving: ServingMetrics,
+}
+
+/// Model-serving metrics under Triton's names and labels (`model`, `version`), so existing
+/// Triton dashboards work; durations are cumulative microseconds, as Triton counts them.
+#[derive(Clone)]
+pub struct ServingMetrics {
+    /// Requests that succeeded.
+    pub success: IntCounterVec,
+    /// Requests that failed.
+    pub failure: IntCounterVec,
+    /// Inferences (batch rows) performed.
+    pub count: IntCounterVec,
+    /// Model executions.
+    pub exec_count: IntCounterVec,
+    /// Cumulative request time.
+    pub request_us: IntCounterVec,
+    /// Cumulative time waiting for a model instance.
+    pub queue_us: IntCounterVec,
+    /// Cumulative time in the model.
+    pub compute_us: IntCounterVec,
+    /// Requests waiting or running now.
+    pub pending: IntGaugeVec,
+    /// 1 per loaded version, labelled with the execution provider that actually serves it.
+    pub instance: IntGaugeVec,
+}
+
+impl ServingMetrics {
+    fn new(registry: &Registry) -> Result<ServingMetrics, prometheus::Error> {
+        let labels = ["model", "version"];
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "nv_inference_pending_request_count",
+                "Inference requests waiting or running.",
+            ),
+            &labels,
+        )?;
+        registry.register(Box::new(pending.clone()))?;
+        let instance = IntGaugeVec::new(
+            Opts::new(
+                "sparkbrain_model_instance_info",
+                "Loaded model versions; the provider label is the execution provider that actually serves it.",
+            ),
+            &["model", "version", "provider"],
+        )?;
+        registry.register(Box::new(instance.clone()))?;
+        Ok(ServingMetrics {
+            success: counter(
+                "nv_inference_request_success",
+                "Successful inference requests.",
+            )?,
+            failure: counter("nv_inference_request_failure", "Failed inference requests.")?,
+            count: counter(
+                "nv_inference_count",
+                "Inferences performed (a batch of n counts n).",
+            )?,
+            exec_count: counter("nv_inference_exec_count", "Model executions performed.")?,
+            request_us: counter(
+                "nv_inference_request_duration_us",
+                "Cumulative inference request duration in microseconds.",
+            )?,
+            queue_us: counter(
+                "nv_inference_queue_duration_us",
+                "Cumulative time requests waited for a model instance, in microseconds.",
+            )?,
+            compute_us: counter(
+                "nv_inference_compute_infer_duration_us",
+                "Cumulative time spent running the model, in microseconds.",
+            )?,
+            pending,
+            instance,
+        })
+    }
 }
 
 /// Latency buckets in seconds, from 1 ms to 30 s.
@@ -57,12 +136,19 @@ impl Metrics {
             "HTTP requests being handled now.",
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let serving = ServingMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
             duration,
             in_flight,
+            serving,
         })
+    }
+
+    /// The model-serving instruments.
+    pub fn serving(&self) -> ServingMetrics {
+        self.serving.clone()
     }
 
     /// Marks a request as started; the guard records it when finished.

@@ -272,3 +272,90 @@ fn malformed_requests_are_refused_with_the_tensor_named() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+/// The value of one series in Prometheus text, found by its name and exact label set.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[test]
+fn triton_metrics_count_requests_rows_and_the_provider() {
+    let s = Serving::start("", |repo| add_model(repo, "minilm", &[1], Some(CONFIGURED)));
+    let ok = json!({ "inputs": inputs_json() });
+    for _ in 0..3 {
+        assert_eq!(
+            s.post("/v2/models/minilm/infer", &s.token, Some(ok.clone()))
+                .0,
+            200
+        );
+    }
+    let mut bad = inputs_json();
+    bad[0]["datatype"] = json!("FP32");
+    assert_eq!(
+        s.post(
+            "/v2/models/minilm/infer",
+            &s.token,
+            Some(json!({ "inputs": bad }))
+        )
+        .0,
+        400
+    );
+    let text = s
+        .daemon
+        .client()
+        .get(s.daemon.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let labels = r#"{model="minilm",version="1"}"#;
+    assert_eq!(
+        series(&text, &format!("nv_inference_request_success{labels}")),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_inference_request_failure{labels}")),
+        Some(1.0),
+        "{text}"
+    );
+    // Three requests of a batch of two.
+    assert_eq!(
+        series(&text, &format!("nv_inference_count{labels}")),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_inference_exec_count{labels}")),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("nv_inference_pending_request_count{labels}")
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let compute = series(
+        &text,
+        &format!("nv_inference_compute_infer_duration_us{labels}"),
+    )
+    .unwrap();
+    let request = series(&text, &format!("nv_inference_request_duration_us{labels}")).unwrap();
+    assert!(
+        compute > 0.0 && request >= compute,
+        "compute {compute} request {request}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            r#"sparkbrain_model_instance_info{model="minilm",provider="CPUExecutionProvider",version="1"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
