@@ -275,6 +275,7 @@ async fn model_config(
         .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // Which execution provider actually serves this version (ONNX Runtime can fall back).
     config["execution_provider"] = json!(model.provider.ort_name());
+    config["instance_count"] = json!(model.instance_count());
     Ok(Json(config).into_response())
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
@@ -57,8 +57,8 @@ pub struct ServedModel {
     pub inputs: Vec<ModelTensor>,
     /// The model's declared outputs (full shapes).
     pub outputs: Vec<ModelTensor>,
-    /// The session; `Session::run` needs exclusive access.
-    pub session: Mutex<Session>,
+    /// The sessions (instance_group count); a run takes one and gives it back.
+    instances: Instances,
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
     metrics: ServingMetrics,
@@ -76,6 +76,11 @@ pub struct Classified {
 }
 
 impl ServedModel {
+    /// How many sessions (instances) serve this version.
+    pub fn instance_count(&self) -> usize {
+        self.instances.count
+    }
+
     /// The text task, or a clear refusal for models without one.
     pub fn text_task(&self) -> Result<&TextTask, ServingError> {
         self.text.as_ref().ok_or_else(|| {
@@ -356,7 +361,7 @@ impl ServedModel {
             values.push((tensor.name.clone(), value));
         }
         let waiting = Instant::now();
-        let mut session = self.session.lock().map_err(|_| {
+        let mut session = self.instances.checkout().ok_or_else(|| {
             ServingError::Unavailable(format!("model {:?} failed earlier; reload it", self.name))
         })?;
         timing.0 = waiting.elapsed();
@@ -374,6 +379,65 @@ impl ServedModel {
                 NamedTensor::from_ort(name, value).map_err(ServingError::Invalid)
             })
             .collect()
+    }
+}
+
+/// The sessions of one version. A run takes a free one, waiting if all are busy.
+struct Instances {
+    free: Mutex<Vec<Session>>,
+    returned: Condvar,
+    count: usize,
+}
+
+impl Instances {
+    fn new(sessions: Vec<Session>) -> Instances {
+        Instances {
+            count: sessions.len(),
+            free: Mutex::new(sessions),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// A free session, or `None` if the pool broke (a run panicked).
+    fn checkout(&self) -> Option<Checkout<'_>> {
+        let mut free = self.free.lock().ok()?;
+        loop {
+            if let Some(session) = free.pop() {
+                return Some(Checkout {
+                    pool: self,
+                    session: Some(session),
+                });
+            }
+            free = self.returned.wait(free).ok()?;
+        }
+    }
+}
+
+/// A session taken from [`Instances`]; given back when dropped.
+struct Checkout<'a> {
+    pool: &'a Instances,
+    session: Option<Session>,
+}
+
+impl std::ops::Deref for Checkout<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Checkout<'_> {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if let (Some(session), Ok(mut free)) = (self.session.take(), self.pool.free.lock()) {
+            free.push(session);
+            self.pool.returned.notify_one();
+        }
     }
 }
 
@@ -614,18 +678,32 @@ impl ModelManager {
                 .get("precision_mode")
                 .is_some_and(|p| p == "FP16")
         });
+        // Instances share the cores: each gets its part of the configured threads.
+        let count: usize = if base.instance_group.is_empty() {
+            1
+        } else {
+            base.instance_group
+                .iter()
+                .map(|g| usize::try_from(g.count).unwrap_or(0).max(1))
+                .sum()
+        };
+        let cores = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut spec = SessionSpec {
+            path: &path,
+            threads: (cores / count).max(1),
+            memory_mode: self.memory_mode,
+            chain: &chain,
+            tensorrt: TensorRtOptions {
+                fp16,
+                engine_cache: trt.map(|_| self.engine_cache.as_path()),
+            },
+        };
         let opened = self
             .runtime
-            .open(&SessionSpec {
-                path: &path,
-                threads: self.threads,
-                memory_mode: self.memory_mode,
-                chain: &chain,
-                tensorrt: TensorRtOptions {
-                    fp16,
-                    engine_cache: trt.map(|_| self.engine_cache.as_path()),
-                },
-            })
+            .open(&spec)
             .map_err(|e| ServingError::Invalid(e.to_string()))?;
         for refused in &opened.refused {
             tracing::warn!(model = %source.name, version, "execution provider refused: {refused}");
@@ -635,6 +713,16 @@ impl ModelManager {
         };
         let inputs = describe(opened.session.inputs());
         let outputs = describe(opened.session.outputs());
+        let provider = [opened.provider];
+        spec.chain = &provider;
+        let mut sessions = vec![opened.session];
+        for _ in 1..count {
+            let more = self
+                .runtime
+                .open(&spec)
+                .map_err(|e| ServingError::Invalid(e.to_string()))?;
+            sessions.push(more.session);
+        }
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
         let text =
             TextTask::from_config(&source.dir, &source.dir.join(version.to_string()), &config)
@@ -652,7 +740,7 @@ impl ModelManager {
             provider: opened.provider,
             inputs,
             outputs,
-            session: Mutex::new(opened.session),
+            instances: Instances::new(sessions),
             text,
             metrics: self.metrics.clone(),
         })

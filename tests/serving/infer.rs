@@ -359,3 +359,33 @@ fn triton_metrics_count_requests_rows_and_the_provider() {
         "{text}"
     );
 }
+
+#[test]
+fn instance_groups_serve_concurrent_requests_alike() {
+    let config = format!("{CONFIGURED}\ninstance_group [ {{ count: 2, kind: KIND_CPU }} ]\n");
+    let s = Serving::start("", |repo| add_model(repo, "minilm", &[1], Some(&config)));
+    let (status, config) = s.get("/v2/models/minilm/config");
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["instance_count"], 2, "{config}");
+    assert_eq!(config["execution_provider"], "CPUExecutionProvider");
+    let body = json!({ "inputs": inputs_json() });
+    let outputs: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| s.post("/v2/models/minilm/infer", &s.token, Some(body.clone())))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (status, answer) = h.join().unwrap();
+                assert_eq!(status, 200, "{answer}");
+                answer["outputs"][0]["data"].clone()
+            })
+            .collect()
+    });
+    assert!(
+        outputs.windows(2).all(|w| w[0] == w[1]),
+        "instances disagree"
+    );
+}
