@@ -139,6 +139,10 @@ pub struct ServingConfig {
     pub execution_providers: Vec<crate::inference::Provider>,
     /// Largest inference request body.
     pub max_request_bytes: u64,
+    /// Total size of cached inference outputs; 0 turns the cache off.
+    pub cache_bytes: u64,
+    /// How long a cached answer stays valid.
+    pub cache_ttl_seconds: u64,
 }
 
 /// Triton's model control modes.
@@ -553,7 +557,7 @@ impl Config {
                 "set both tls.certificate and tls.private_key, or neither".to_string(),
             ));
         }
-        let positive: [(&'static str, u64); 5] = [
+        let positive: [(&'static str, u64); 6] = [
             (
                 "auth.access_token_ttl_seconds",
                 self.auth.access_token_ttl_seconds,
@@ -565,6 +569,7 @@ impl Config {
             ("auth.login_window_seconds", self.auth.login_window_seconds),
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("serving.max_request_bytes", self.serving.max_request_bytes),
+            ("serving.cache_ttl_seconds", self.serving.cache_ttl_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 use serde::Serialize;
 
+use super::cache::{self, ResponseCache};
 use super::model_config::{DataType, InstanceKind, ModelConfig};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
@@ -62,6 +63,8 @@ pub struct ServedModel {
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
     metrics: ServingMetrics,
+    /// The response cache, when the model opted in and the cache is on.
+    cache: Option<Arc<ResponseCache>>,
 }
 
 /// One text's classification.
@@ -206,8 +209,25 @@ impl ServedModel {
         } else {
             1
         };
+        let cache_key = self
+            .cache
+            .as_ref()
+            .map(|c| (c, cache::key(&self.name, self.version, &inputs, wanted)));
+        if let Some((cache, key)) = &cache_key {
+            if let Some(outputs) = cache.get(key) {
+                m.pending.with_label_values(&labels).dec();
+                m.cache_hits.with_label_values(&labels).inc();
+                m.success.with_label_values(&labels).inc();
+                m.count.with_label_values(&labels).inc_by(rows);
+                return Ok(outputs);
+            }
+            m.cache_misses.with_label_values(&labels).inc();
+        }
         let mut timing = (Duration::ZERO, Duration::ZERO);
         let result = self.run_checked(inputs, wanted, &mut timing);
+        if let (Some((cache, key)), Ok(outputs)) = (cache_key, &result) {
+            cache.put(key, outputs.clone());
+        }
         m.pending.with_label_values(&labels).dec();
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         m.request_us
@@ -487,6 +507,7 @@ pub struct ModelManager {
     /// Serialises loads and unloads; reads never wait for it.
     changes: Mutex<()>,
     metrics: ServingMetrics,
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl ModelManager {
@@ -503,6 +524,12 @@ impl ModelManager {
             models: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
             metrics,
+            cache: (config.serving.cache_bytes > 0).then(|| {
+                Arc::new(ResponseCache::new(
+                    usize::try_from(config.serving.cache_bytes).unwrap_or(usize::MAX),
+                    Duration::from_secs(config.serving.cache_ttl_seconds),
+                ))
+            }),
         }
     }
 
@@ -724,6 +751,10 @@ impl ModelManager {
             sessions.push(more.session);
         }
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
+        let cache = self
+            .cache
+            .clone()
+            .filter(|_| config.response_cache.as_ref().is_some_and(|c| c.enable));
         let text =
             TextTask::from_config(&source.dir, &source.dir.join(version.to_string()), &config)
                 .map_err(|e| ServingError::Invalid(format!("text task: {e}")))?;
@@ -741,6 +772,7 @@ impl ModelManager {
             inputs,
             outputs,
             instances: Instances::new(sessions),
+            cache,
             text,
             metrics: self.metrics.clone(),
         })

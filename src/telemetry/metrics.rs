@@ -38,6 +38,10 @@ pub struct ServingMetrics {
     pub pending: IntGaugeVec,
     /// 1 per loaded version, labelled with the execution provider that actually serves it.
     pub instance: IntGaugeVec,
+    /// Requests answered from the response cache.
+    pub cache_hits: IntCounterVec,
+    /// Requests looked up in the response cache and not found.
+    pub cache_misses: IntCounterVec,
 }
 
 impl ServingMetrics {
@@ -89,6 +93,14 @@ impl ServingMetrics {
             )?,
             pending,
             instance,
+            cache_hits: counter(
+                "nv_cache_num_hits_per_model",
+                "Requests answered from the response cache.",
+            )?,
+            cache_misses: counter(
+                "nv_cache_num_misses_per_model",
+                "Requests looked up in the response cache and not found.",
+            )?,
         })
     }
 }

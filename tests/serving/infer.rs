@@ -389,3 +389,86 @@ fn instance_groups_serve_concurrent_requests_alike() {
         "instances disagree"
     );
 }
+
+#[test]
+fn response_cache_answers_repeats_without_running_the_model() {
+    let cached = format!("{CONFIGURED}\nresponse_cache {{ enable: true }}\n");
+    let s = Serving::start("", |repo| {
+        add_model(repo, "minilm", &[1], Some(&cached));
+        add_model(
+            repo,
+            "uncached",
+            &[1],
+            Some(&CONFIGURED.replace("\"minilm\"", "\"uncached\"")),
+        );
+    });
+    let body = json!({ "inputs": inputs_json() });
+    let first = s.post("/v2/models/minilm/infer", &s.token, Some(body.clone()));
+    assert_eq!(first.0, 200);
+    for _ in 0..2 {
+        let again = s.post("/v2/models/minilm/infer", &s.token, Some(body.clone()));
+        assert_eq!(
+            again.1["outputs"], first.1["outputs"],
+            "a cached answer must equal the computed one"
+        );
+    }
+    let mut other = inputs_json();
+    other[0]["data"][1] = json!(2000);
+    assert_eq!(
+        s.post(
+            "/v2/models/minilm/infer",
+            &s.token,
+            Some(json!({ "inputs": other }))
+        )
+        .0,
+        200
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            s.post("/v2/models/uncached/infer", &s.token, Some(body.clone()))
+                .0,
+            200
+        );
+    }
+    let text = s
+        .daemon
+        .client()
+        .get(s.daemon.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let labels = r#"{model="minilm",version="1"}"#;
+    assert_eq!(
+        series(&text, &format!("nv_cache_num_hits_per_model{labels}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_cache_num_misses_per_model{labels}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_inference_exec_count{labels}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_inference_request_success{labels}")),
+        Some(4.0),
+        "{text}"
+    );
+    let uncached = r#"{model="uncached",version="1"}"#;
+    assert_eq!(
+        series(&text, &format!("nv_inference_exec_count{uncached}")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_cache_num_hits_per_model{uncached}")),
+        None,
+        "{text}"
+    );
+}

@@ -262,6 +262,16 @@ pub struct ModelConfig {
     pub default_model_filename: String,
     /// Free-form parameters (sparkbrain's text-task settings live here).
     pub parameters: BTreeMap<String, Parameter>,
+    /// Whether responses may be served from the inference cache.
+    pub response_cache: Option<ResponseCacheConfig>,
+}
+
+/// `response_cache { enable: true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ResponseCacheConfig {
+    /// Serve repeated requests from the cache.
+    pub enable: bool,
 }
 
 fn descriptor() -> Result<MessageDescriptor, ModelConfigError> {
