@@ -35,6 +35,7 @@ impl From<crate::inference::ServingError> for Problem {
             ServingError::NotFound(d) => Problem::not_found(d),
             ServingError::Unavailable(d) => Problem::unavailable(d),
             ServingError::Invalid(d) => Problem::unprocessable(d),
+            ServingError::Overloaded(d) => Problem::too_many_requests(1, d),
         }
     }
 }

@@ -78,6 +78,7 @@ impl From<ServingError> for KsError {
             ServingError::NotFound(_) => StatusCode::NOT_FOUND,
             ServingError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServingError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServingError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         KsError::new(status, e.to_string())
     }

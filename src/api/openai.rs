@@ -52,6 +52,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let kind = match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::NOT_FOUND => "invalid_request_error",
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
@@ -69,6 +70,9 @@ impl From<ServingError> for OpenAiError {
             ServingError::NotFound(_) => (StatusCode::NOT_FOUND, Some("model_not_found")),
             ServingError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             ServingError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            ServingError::Overloaded(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded"))
+            }
         };
         OpenAiError {
             status,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 use serde::Serialize;
 
+use super::batcher::{BatchPolicy, Batcher};
 use super::cache::{self, ResponseCache};
 use super::model_config::{DataType, InstanceKind, ModelConfig};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
@@ -33,6 +34,9 @@ pub enum ServingError {
     /// The request cannot be honoured as asked.
     #[error("{0}")]
     Invalid(String),
+    /// The model's queue is full; retry later.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<RepositoryError> for ServingError {
@@ -65,6 +69,8 @@ pub struct ServedModel {
     metrics: ServingMetrics,
     /// The response cache, when the model opted in and the cache is on.
     cache: Option<Arc<ResponseCache>>,
+    /// The dynamic batcher, when the configuration enables dynamic batching.
+    batcher: Option<Batcher>,
 }
 
 /// One text's classification.
@@ -201,6 +207,7 @@ impl ServedModel {
         let m = &self.metrics;
         m.pending.with_label_values(&labels).inc();
         let started = Instant::now();
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let rows = if self.config.max_batch_size > 0 {
             inputs
                 .first()
@@ -223,39 +230,39 @@ impl ServedModel {
             }
             m.cache_misses.with_label_values(&labels).inc();
         }
-        let mut timing = (Duration::ZERO, Duration::ZERO);
-        let result = self.run_checked(inputs, wanted, &mut timing);
+        let result = self
+            .validate(&inputs, wanted)
+            .and_then(|outputs| match &self.batcher {
+                Some(batcher) => batcher
+                    .submit(inputs, outputs, &|batch, outs| self.execute(batch, outs))
+                    .map(|(outputs, queued)| {
+                        m.queue_us.with_label_values(&labels).inc_by(micros(queued));
+                        outputs
+                    }),
+                None => self.execute(&inputs, &outputs),
+            });
         if let (Some((cache, key)), Ok(outputs)) = (cache_key, &result) {
             cache.put(key, outputs.clone());
         }
         m.pending.with_label_values(&labels).dec();
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         m.request_us
             .with_label_values(&labels)
             .inc_by(micros(started.elapsed()));
         if result.is_ok() {
             m.success.with_label_values(&labels).inc();
             m.count.with_label_values(&labels).inc_by(rows);
-            m.exec_count.with_label_values(&labels).inc();
-            m.queue_us
-                .with_label_values(&labels)
-                .inc_by(micros(timing.0));
-            m.compute_us
-                .with_label_values(&labels)
-                .inc_by(micros(timing.1));
         } else {
             m.failure.with_label_values(&labels).inc();
         }
         result
     }
 
-    /// `timing` receives the time spent waiting for the session and running it.
-    fn run_checked(
+    /// Checks a request against the configuration; returns the outputs to produce.
+    fn validate(
         &self,
-        inputs: Vec<NamedTensor>,
+        inputs: &[NamedTensor],
         wanted: &[String],
-        timing: &mut (Duration, Duration),
-    ) -> Result<Vec<NamedTensor>, ServingError> {
+    ) -> Result<Vec<String>, ServingError> {
         let invalid = |m: String| ServingError::Invalid(m);
         let config = &self.config;
         let batched = config.max_batch_size > 0;
@@ -355,9 +362,21 @@ impl ServedModel {
             }
             wanted.to_vec()
         };
+        Ok(outputs)
+    }
+
+    /// Runs checked inputs on a free instance; counts the execution in Triton's metrics.
+    fn execute(
+        &self,
+        inputs: &[NamedTensor],
+        outputs: &[String],
+    ) -> Result<Vec<NamedTensor>, ServingError> {
+        let invalid = |m: String| ServingError::Invalid(m);
+        let batched = self.config.max_batch_size > 0;
         let mut values = Vec::with_capacity(inputs.len());
-        for tensor in &inputs {
-            let spec_reshape = config
+        for tensor in inputs {
+            let spec_reshape = self
+                .config
                 .input
                 .iter()
                 .find(|s| s.name == tensor.name)
@@ -380,16 +399,26 @@ impl ServedModel {
             .map_err(invalid)?;
             values.push((tensor.name.clone(), value));
         }
+        let version = self.version.to_string();
+        let labels = [self.name.as_str(), version.as_str()];
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let waiting = Instant::now();
         let mut session = self.instances.checkout().ok_or_else(|| {
             ServingError::Unavailable(format!("model {:?} failed earlier; reload it", self.name))
         })?;
-        timing.0 = waiting.elapsed();
+        self.metrics
+            .queue_us
+            .with_label_values(&labels)
+            .inc_by(micros(waiting.elapsed()));
         let computing = Instant::now();
         let results = session
             .run(values)
             .map_err(|e| invalid(format!("model {:?} refused the inputs: {e}", self.name)))?;
-        timing.1 = computing.elapsed();
+        self.metrics
+            .compute_us
+            .with_label_values(&labels)
+            .inc_by(micros(computing.elapsed()));
+        self.metrics.exec_count.with_label_values(&labels).inc();
         outputs
             .iter()
             .map(|name| {
@@ -751,6 +780,7 @@ impl ModelManager {
             sessions.push(more.session);
         }
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
+        let batcher = batch_policy(&config).map(Batcher::new);
         let cache = self
             .cache
             .clone()
@@ -773,6 +803,7 @@ impl ModelManager {
             outputs,
             instances: Instances::new(sessions),
             cache,
+            batcher,
             text,
             metrics: self.metrics.clone(),
         })
@@ -981,6 +1012,33 @@ fn publish_instances(metrics: &ServingMetrics, old: Option<&ModelEntry>, new: Op
             .with_label_values(&[m.name.as_str(), version.as_str(), m.provider.ort_name()])
             .set(1);
     });
+}
+
+/// Requests a batching model queues at most unless its queue policy says otherwise.
+const DEFAULT_MAX_QUEUE: usize = 1024;
+
+/// The batching policy of a configuration with `dynamic_batching` and a batch dimension.
+fn batch_policy(config: &ModelConfig) -> Option<BatchPolicy> {
+    let batching = config.dynamic_batching.as_ref()?;
+    let max_batch = usize::try_from(config.max_batch_size)
+        .ok()
+        .filter(|b| *b > 0)?;
+    let max_queue = batching
+        .default_queue_policy
+        .as_ref()
+        .map(|q| q.max_queue_size as usize)
+        .filter(|q| *q > 0)
+        .unwrap_or(DEFAULT_MAX_QUEUE);
+    Some(BatchPolicy {
+        max_batch,
+        preferred: batching
+            .preferred_batch_size
+            .iter()
+            .filter_map(|p| usize::try_from(*p).ok())
+            .collect(),
+        max_delay: Duration::from_micros(batching.max_queue_delay_microseconds),
+        max_queue,
+    })
 }
 
 fn mode_name(mode: ControlMode) -> &'static str {

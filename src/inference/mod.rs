@@ -1,6 +1,7 @@
 //! Model inference on ONNX Runtime. Today: locating and loading the runtime library and the
 //! default embedding model; the model repository and serving build on this.
 
+mod batcher;
 mod cache;
 mod manager;
 pub mod model_config;

@@ -472,3 +472,74 @@ fn response_cache_answers_repeats_without_running_the_model() {
         "{text}"
     );
 }
+
+#[test]
+fn dynamic_batching_merges_concurrent_requests_and_bounds_its_queue() {
+    let batching = format!(
+        "{CONFIGURED}\ndynamic_batching {{ max_queue_delay_microseconds: 400000 default_queue_policy {{ max_queue_size: 3 }} }}\n"
+    );
+    let s = Serving::start("", |repo| {
+        add_model(
+            repo,
+            "batched",
+            &[1],
+            Some(&batching.replace("\"minilm\"", "\"batched\"")),
+        );
+        add_model(repo, "minilm", &[1], Some(CONFIGURED));
+    });
+    let body = json!({ "inputs": inputs_json() });
+    let (status, single) = s.post("/v2/models/minilm/infer", &s.token, Some(body.clone()));
+    assert_eq!(status, 200);
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| s.post("/v2/models/batched/infer", &s.token, Some(body.clone())))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<&Value> = answers
+        .iter()
+        .filter(|(st, _)| *st == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(st, _)| *st == 429)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(ok.len() + refused.len(), 8, "{answers:?}");
+    assert!(
+        !refused.is_empty(),
+        "eight requests at once must overflow a queue of three"
+    );
+    assert!(
+        error_text(refused[0]).contains("queue of this model is full"),
+        "{:?}",
+        refused[0]
+    );
+    // Each batched request gets exactly its own rows, equal to running it alone.
+    for b in &ok {
+        assert_eq!(b["outputs"][0]["shape"], json!([2, 5, 384]));
+        let got: Vec<f32> = serde_json::from_value(b["outputs"][0]["data"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(single["outputs"][0]["data"].clone()).unwrap();
+        assert!(max_abs_diff(&got, &want) < 1e-4);
+    }
+    let text = s
+        .daemon
+        .client()
+        .get(s.daemon.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let labels = r#"{model="batched",version="1"}"#;
+    let success = series(&text, &format!("nv_inference_request_success{labels}")).unwrap();
+    let executions = series(&text, &format!("nv_inference_exec_count{labels}")).unwrap();
+    assert_eq!(success, ok.len() as f64, "{text}");
+    assert!(
+        executions < success,
+        "{executions} executions for {success} requests: nothing was batched"
+    );
+}
