@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::batcher::{BatchPolicy, Batcher};
 use super::cache::{self, ResponseCache};
-use super::model_config::{DataType, InstanceKind, ModelConfig};
+use super::model_config::{DataType, InstanceGroup, ModelConfig};
+use super::placement::{CpuOnly, Device, Placement};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
 use super::tensor::{NamedTensor, TensorData, protocol_name};
@@ -537,6 +538,7 @@ pub struct ModelManager {
     changes: Mutex<()>,
     metrics: ServingMetrics,
     cache: Option<Arc<ResponseCache>>,
+    placement: Box<dyn Placement>,
 }
 
 impl ModelManager {
@@ -553,6 +555,7 @@ impl ModelManager {
             models: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
             metrics,
+            placement: Box::new(CpuOnly),
             cache: (config.serving.cache_bytes > 0).then(|| {
                 Arc::new(ResponseCache::new(
                     usize::try_from(config.serving.cache_bytes).unwrap_or(usize::MAX),
@@ -711,15 +714,24 @@ impl ModelManager {
                 path.display()
             )));
         }
-        let cpu_only = base
-            .instance_group
-            .iter()
-            .any(|g| g.kind == InstanceKind::Cpu);
-        let chain: Vec<Provider> = if cpu_only {
-            vec![Provider::Cpu]
+        // Instances come from the placement, one device per instance.
+        let groups = if base.instance_group.is_empty() {
+            vec![InstanceGroup::default()]
         } else {
-            self.chain.clone()
+            base.instance_group.clone()
         };
+        let model_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let mut devices = Vec::new();
+        for group in &groups {
+            let placed = self.placement.place(&source.name, group, model_bytes);
+            if placed.is_empty() {
+                return Err(ServingError::Invalid(format!(
+                    "instance group {:?} ({:?}) cannot be placed: no usable GPU on this box",
+                    group.name, group.kind
+                )));
+            }
+            devices.extend(placed);
+        }
         let trt = base
             .optimization
             .as_ref()
@@ -735,50 +747,45 @@ impl ModelManager {
                 .is_some_and(|p| p == "FP16")
         });
         // Instances share the cores: each gets its part of the configured threads.
-        let count: usize = if base.instance_group.is_empty() {
-            1
-        } else {
-            base.instance_group
-                .iter()
-                .map(|g| usize::try_from(g.count).unwrap_or(0).max(1))
-                .sum()
-        };
+        let count = devices.len();
         let cores = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut spec = SessionSpec {
-            path: &path,
-            threads: (cores / count).max(1),
-            memory_mode: self.memory_mode,
-            chain: &chain,
-            tensorrt: TensorRtOptions {
-                fp16,
-                engine_cache: trt.map(|_| self.engine_cache.as_path()),
-            },
-        };
-        let opened = self
-            .runtime
-            .open(&spec)
-            .map_err(|e| ServingError::Invalid(e.to_string()))?;
-        for refused in &opened.refused {
-            tracing::warn!(model = %source.name, version, "execution provider refused: {refused}");
+        let cpu = [Provider::Cpu];
+        let mut sessions = Vec::with_capacity(count);
+        let mut providers = Vec::with_capacity(count);
+        for device in &devices {
+            // A GPU instance tries the configured chain on its GPU; a CPU instance the CPU alone.
+            let (chain, gpu) = match device {
+                Device::Gpu(id) => (self.chain.as_slice(), Some(*id)),
+                Device::Cpu => (cpu.as_slice(), None),
+            };
+            let opened = self
+                .runtime
+                .open(&SessionSpec {
+                    path: &path,
+                    threads: (cores / count).max(1),
+                    memory_mode: self.memory_mode,
+                    chain,
+                    gpu,
+                    tensorrt: TensorRtOptions {
+                        fp16,
+                        engine_cache: trt.map(|_| self.engine_cache.as_path()),
+                    },
+                })
+                .map_err(|e| ServingError::Invalid(e.to_string()))?;
+            for refused in &opened.refused {
+                tracing::warn!(model = %source.name, version, "execution provider refused: {refused}");
+            }
+            providers.push(opened.provider);
+            sessions.push(opened.session);
         }
         let describe = |outlets: &[ort::value::Outlet]| -> Vec<ModelTensor> {
             outlets.iter().map(model_tensor).collect()
         };
-        let inputs = describe(opened.session.inputs());
-        let outputs = describe(opened.session.outputs());
-        let provider = [opened.provider];
-        spec.chain = &provider;
-        let mut sessions = vec![opened.session];
-        for _ in 1..count {
-            let more = self
-                .runtime
-                .open(&spec)
-                .map_err(|e| ServingError::Invalid(e.to_string()))?;
-            sessions.push(more.session);
-        }
+        let inputs = describe(sessions[0].inputs());
+        let outputs = describe(sessions[0].outputs());
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
         let batcher = batch_policy(&config).map(Batcher::new);
         let cache = self
@@ -791,14 +798,15 @@ impl ModelManager {
         tracing::info!(
             model = %source.name,
             version,
-            provider = opened.provider.ort_name(),
+            provider = providers[0].ort_name(),
+            instances = count,
             "model version ready"
         );
         Ok(ServedModel {
             name: source.name.clone(),
             version,
             config,
-            provider: opened.provider,
+            provider: providers[0],
             inputs,
             outputs,
             instances: Instances::new(sessions),

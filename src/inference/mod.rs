@@ -5,6 +5,7 @@ mod batcher;
 mod cache;
 mod manager;
 pub mod model_config;
+pub mod placement;
 pub mod repository;
 mod runtime;
 pub mod tensor;

@@ -181,6 +181,9 @@ impl Runtime {
             let dispatch = match provider {
                 Provider::Tensorrt => {
                     let mut ep = ort::ep::TensorRT::default().with_fp16(spec.tensorrt.fp16);
+                    if let Some(gpu) = spec.gpu {
+                        ep = ep.with_device_id(i32::try_from(gpu).unwrap_or(0));
+                    }
                     if let Some(cache) = spec.tensorrt.engine_cache {
                         ep = ep
                             .with_engine_cache(true)
@@ -188,7 +191,13 @@ impl Runtime {
                     }
                     ep.build()
                 }
-                Provider::Cuda => ort::ep::CUDA::default().build(),
+                Provider::Cuda => {
+                    let mut ep = ort::ep::CUDA::default();
+                    if let Some(gpu) = spec.gpu {
+                        ep = ep.with_device_id(i32::try_from(gpu).unwrap_or(0));
+                    }
+                    ep.build()
+                }
                 // The arena keeps a run's peak allocation for the life of the session.
                 Provider::Cpu => ort::ep::CPU::default()
                     .with_arena_allocator(spec.memory_mode == MemoryMode::Fast)
@@ -249,6 +258,7 @@ impl Runtime {
             threads: config.intra_op_threads,
             memory_mode: config.memory_mode,
             chain: &[Provider::Cpu],
+            gpu: None,
             tensorrt: TensorRtOptions::default(),
         })?;
         let session = opened.session;
@@ -314,6 +324,8 @@ pub struct SessionSpec<'a> {
     pub memory_mode: MemoryMode,
     /// Providers to try, in order; the CPU should come last.
     pub chain: &'a [Provider],
+    /// The GPU for CUDA and TensorRT (their default device when `None`).
+    pub gpu: Option<u32>,
     /// TensorRT settings, used when TensorRT is tried.
     pub tensorrt: TensorRtOptions<'a>,
 }
