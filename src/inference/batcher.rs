@@ -28,74 +28,67 @@ pub struct BatchPolicy {
     pub max_queue: usize,
 }
 
-type Reply = Result<(Vec<NamedTensor>, Duration), ServingError>;
-
-/// Runs one merged batch: inputs and the outputs to produce.
-pub type Execute<'a> =
+/// Runs merged tensors: the inputs and the outputs to produce.
+pub type RunTensors<'a> =
     &'a dyn Fn(&[NamedTensor], &[String]) -> Result<Vec<NamedTensor>, ServingError>;
 
-struct Job {
+/// A request's answer and its time in the queue.
+type Reply<R> = Result<(R, Duration), ServingError>;
+
+struct Job<J, R> {
     id: u64,
-    inputs: Vec<NamedTensor>,
-    outputs: Vec<String>,
+    payload: J,
     rows: usize,
     enqueued: Instant,
-    reply: Sender<Reply>,
+    reply: Sender<Reply<R>>,
 }
 
-#[derive(Default)]
-struct State {
-    waiting: VecDeque<Job>,
+struct State<J, R> {
+    waiting: VecDeque<Job<J, R>>,
     leading: bool,
     next_id: u64,
 }
 
-/// The batcher of one model version.
-pub struct Batcher {
+/// Gathers concurrent requests into batches (see the module documentation). `J` is a request,
+/// `R` its answer; `compatible` says which requests may share a batch and `rows` how many rows a
+/// request brings.
+pub struct Coalescer<J, R> {
     policy: BatchPolicy,
-    state: Mutex<State>,
+    compatible: fn(&J, &J) -> bool,
+    rows: fn(&J) -> usize,
+    state: Mutex<State<J, R>>,
     changed: Condvar,
-}
-
-fn compatible(a: &Job, b: &Job) -> bool {
-    a.outputs == b.outputs
-        && a.inputs.len() == b.inputs.len()
-        && a.inputs.iter().all(|x| {
-            b.inputs.iter().any(|y| {
-                y.name == x.name
-                    && y.data.data_type() == x.data.data_type()
-                    && y.shape.get(1..) == x.shape.get(1..)
-            })
-        })
 }
 
 fn poisoned() -> ServingError {
     ServingError::Unavailable("the batcher failed earlier; reload the model".into())
 }
 
-impl Batcher {
-    /// A batcher with `policy`.
-    pub fn new(policy: BatchPolicy) -> Batcher {
-        Batcher {
+impl<J, R> Coalescer<J, R> {
+    /// A coalescer with `policy`.
+    pub fn new(policy: BatchPolicy, compatible: fn(&J, &J) -> bool, rows: fn(&J) -> usize) -> Self {
+        Coalescer {
             policy,
-            state: Mutex::new(State::default()),
+            compatible,
+            rows,
+            state: Mutex::new(State {
+                waiting: VecDeque::new(),
+                leading: false,
+                next_id: 0,
+            }),
             changed: Condvar::new(),
         }
     }
 
-    /// Runs `inputs` (already validated; the first dimension is the batch) as part of a batch.
-    /// `execute` runs a merged batch. Returns the request's outputs and its time in the queue.
+    /// Answers `payload` as part of a batch; `execute` answers a whole batch, one answer per
+    /// request in order. Returns the answer and the request's time in the queue.
     pub fn submit(
         &self,
-        inputs: Vec<NamedTensor>,
-        outputs: Vec<String>,
-        execute: Execute<'_>,
-    ) -> Reply {
-        let rows = inputs
-            .first()
-            .and_then(|t| t.shape.first())
-            .map_or(1, |b| usize::try_from(*b).unwrap_or(0));
-        let (reply, answer): (Sender<Reply>, Receiver<Reply>) = channel();
+        payload: J,
+        execute: &dyn Fn(Vec<J>) -> Result<Vec<R>, ServingError>,
+    ) -> Reply<R> {
+        let rows = (self.rows)(&payload);
+        let (reply, answer): (Sender<Reply<R>>, Receiver<Reply<R>>) = channel();
         let mut state = self.state.lock().map_err(|_| poisoned())?;
         if state.waiting.len() >= self.policy.max_queue {
             return Err(ServingError::Overloaded(format!(
@@ -107,8 +100,7 @@ impl Batcher {
         let id = state.next_id;
         state.waiting.push_back(Job {
             id,
-            inputs,
-            outputs,
+            payload,
             rows,
             enqueued: Instant::now(),
             reply,
@@ -132,7 +124,7 @@ impl Batcher {
     }
 
     /// Forms one batch from the oldest waiting request and runs it.
-    fn lead(&self, execute: Execute<'_>) {
+    fn lead(&self, execute: &dyn Fn(Vec<J>) -> Result<Vec<R>, ServingError>) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -145,7 +137,7 @@ impl Batcher {
                 Some(seed) => state
                     .waiting
                     .iter()
-                    .filter(|j| compatible(seed, j))
+                    .filter(|j| (self.compatible)(&seed.payload, &j.payload))
                     .map(|j| j.rows)
                     .sum::<usize>(),
                 None => 0,
@@ -162,11 +154,13 @@ impl Batcher {
                 Err(_) => return,
             }
         }
-        let mut batch: Vec<Job> = Vec::new();
+        let mut batch: Vec<Job<J, R>> = Vec::new();
         let mut rows = 0;
         let mut kept = VecDeque::new();
         while let Some(job) = state.waiting.pop_front() {
-            let fits = batch.first().is_none_or(|seed| compatible(seed, &job))
+            let fits = batch
+                .first()
+                .is_none_or(|seed| (self.compatible)(&seed.payload, &job.payload))
                 && (batch.is_empty() || rows + job.rows <= self.policy.max_batch);
             if fits {
                 rows += job.rows;
@@ -182,27 +176,85 @@ impl Batcher {
         self.changed.notify_all();
 
         let started = Instant::now();
-        let result = merge(&batch).and_then(|inputs| execute(&inputs, &batch[0].outputs));
-        let replies: Vec<Reply> = match result.and_then(|outputs| split(&outputs, &batch, rows)) {
-            Ok(parts) => parts
-                .into_iter()
-                .zip(&batch)
-                .map(|(part, job)| Ok((part, started.saturating_duration_since(job.enqueued))))
-                .collect(),
-            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
-        };
-        for (job, reply) in batch.iter().zip(replies) {
-            let _ = job.reply.send(reply);
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut payloads = Vec::with_capacity(batch.len());
+        for job in batch {
+            replies.push((job.reply, started.saturating_duration_since(job.enqueued)));
+            payloads.push(job.payload);
+        }
+        let count = payloads.len();
+        match execute(payloads) {
+            Ok(answers) if answers.len() == count => {
+                for ((reply, queued), answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok((answer, queued)));
+                }
+            }
+            Ok(answers) => {
+                let e = ServingError::Invalid(format!(
+                    "a batch of {count} requests produced {} answers",
+                    answers.len()
+                ));
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
         let _guard = self.state.lock();
         self.changed.notify_all();
     }
 }
 
+/// A tensor request: validated inputs (first dimension is the batch) and the outputs wanted.
+pub struct TensorRequest {
+    /// Inputs.
+    pub inputs: Vec<NamedTensor>,
+    /// Outputs to produce.
+    pub outputs: Vec<String>,
+}
+
+/// Tensor requests may share a run when they agree on inputs, types, non-batch shapes and
+/// outputs.
+pub fn tensors_compatible(a: &TensorRequest, b: &TensorRequest) -> bool {
+    a.outputs == b.outputs
+        && a.inputs.len() == b.inputs.len()
+        && a.inputs.iter().all(|x| {
+            b.inputs.iter().any(|y| {
+                y.name == x.name
+                    && y.data.data_type() == x.data.data_type()
+                    && y.shape.get(1..) == x.shape.get(1..)
+            })
+        })
+}
+
+/// Rows of a tensor request: its batch dimension.
+pub fn tensor_rows(r: &TensorRequest) -> usize {
+    r.inputs
+        .first()
+        .and_then(|t| t.shape.first())
+        .map_or(1, |b| usize::try_from(*b).unwrap_or(0))
+}
+
+/// Runs tensor requests as one: concatenates their inputs, runs `run`, and cuts the outputs
+/// back into each request's rows.
+pub fn run_merged(
+    requests: Vec<TensorRequest>,
+    run: RunTensors<'_>,
+) -> Result<Vec<Vec<NamedTensor>>, ServingError> {
+    let rows: Vec<usize> = requests.iter().map(tensor_rows).collect();
+    let merged = merge(&requests)?;
+    let outputs = run(&merged, &requests[0].outputs)?;
+    split(&outputs, &rows)
+}
+
 /// Concatenates the requests' inputs along the batch dimension.
-fn merge(batch: &[Job]) -> Result<Vec<NamedTensor>, ServingError> {
+fn merge(batch: &[TensorRequest]) -> Result<Vec<NamedTensor>, ServingError> {
     let seed = &batch[0];
-    let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let rows: usize = batch.iter().map(tensor_rows).sum();
     seed.inputs
         .iter()
         .map(|first| {
@@ -254,11 +306,8 @@ fn append(into: &mut TensorData, from: &TensorData) -> Result<(), ServingError> 
 }
 
 /// Cuts each output back into the requests' rows.
-fn split(
-    outputs: &[NamedTensor],
-    batch: &[Job],
-    rows: usize,
-) -> Result<Vec<Vec<NamedTensor>>, ServingError> {
+fn split(outputs: &[NamedTensor], batch: &[usize]) -> Result<Vec<Vec<NamedTensor>>, ServingError> {
+    let rows: usize = batch.iter().sum();
     let mut parts: Vec<Vec<NamedTensor>> = batch.iter().map(|_| Vec::new()).collect();
     for out in outputs {
         if out.shape.first().map(|b| *b as usize) != Some(rows) || rows == 0 {
@@ -269,17 +318,17 @@ fn split(
         }
         let per_row = out.data.len() / rows;
         let mut offset = 0;
-        for (job, part) in batch.iter().zip(parts.iter_mut()) {
-            let range = offset * per_row..(offset + job.rows) * per_row;
+        for (job_rows, part) in batch.iter().zip(parts.iter_mut()) {
+            let range = offset * per_row..(offset + job_rows) * per_row;
             let data = slice(&out.data, range);
             let mut shape = out.shape.clone();
-            shape[0] = job.rows as i64;
+            shape[0] = *job_rows as i64;
             part.push(NamedTensor {
                 name: out.name.clone(),
                 shape,
                 data,
             });
-            offset += job.rows;
+            offset += job_rows;
         }
     }
     Ok(parts)
@@ -305,22 +354,29 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn request(rows: usize, value: f32) -> Vec<NamedTensor> {
-        vec![NamedTensor {
-            name: "x".into(),
-            shape: vec![rows as i64, 2],
-            data: TensorData::F32(vec![value; rows * 2]),
-        }]
+    fn request(rows: usize, value: f32) -> TensorRequest {
+        TensorRequest {
+            inputs: vec![NamedTensor {
+                name: "x".into(),
+                shape: vec![rows as i64, 2],
+                data: TensorData::F32(vec![value; rows * 2]),
+            }],
+            outputs: vec!["y".into()],
+        }
+    }
+
+    fn policy(max_queue: usize) -> BatchPolicy {
+        BatchPolicy {
+            max_batch: 8,
+            preferred: vec![],
+            max_delay: Duration::from_millis(300),
+            max_queue,
+        }
     }
 
     #[test]
     fn concurrent_requests_share_runs_and_get_their_own_rows() {
-        let batcher = Arc::new(Batcher::new(BatchPolicy {
-            max_batch: 8,
-            preferred: vec![],
-            max_delay: Duration::from_millis(300),
-            max_queue: 100,
-        }));
+        let batcher = Arc::new(Coalescer::new(policy(100), tensors_compatible, tensor_rows));
         let runs = Arc::new(AtomicUsize::new(0));
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..4)
@@ -329,7 +385,7 @@ mod tests {
                     let runs = runs.clone();
                     scope.spawn(move || {
                         // Doubles every element: each request must get back its own values.
-                        let execute = |inputs: &[NamedTensor], _: &[String]| {
+                        let double = |inputs: &[NamedTensor], _: &[String]| {
                             runs.fetch_add(1, Ordering::SeqCst);
                             let TensorData::F32(v) = &inputs[0].data else {
                                 unreachable!()
@@ -340,7 +396,7 @@ mod tests {
                                 data: TensorData::F32(v.iter().map(|x| x * 2.0).collect()),
                             }])
                         };
-                        batcher.submit(request(2, i as f32), vec!["y".into()], &execute)
+                        batcher.submit(request(2, i as f32), &|reqs| run_merged(reqs, &double))
                     })
                 })
                 .collect();
@@ -355,16 +411,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_at_once() {
-        let batcher = Batcher::new(BatchPolicy {
-            max_batch: 8,
-            preferred: vec![],
-            max_delay: Duration::from_millis(10),
-            max_queue: 0,
+    fn incompatible_requests_run_separately() {
+        let batcher = Arc::new(Coalescer::new(policy(100), tensors_compatible, tensor_rows));
+        let runs = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for width in [2, 3] {
+                let batcher = batcher.clone();
+                let runs = runs.clone();
+                scope.spawn(move || {
+                    let echo = |inputs: &[NamedTensor], _: &[String]| {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok(inputs.to_vec())
+                    };
+                    let mut r = request(1, 1.0);
+                    r.inputs[0].shape = vec![1, width];
+                    r.inputs[0].data = TensorData::F32(vec![1.0; width as usize]);
+                    let (out, _) = batcher.submit(r, &|reqs| run_merged(reqs, &echo)).unwrap();
+                    assert_eq!(out[0].shape, vec![1, width]);
+                });
+            }
         });
-        let execute = |_: &[NamedTensor], _: &[String]| Ok(Vec::new());
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once() {
+        let batcher: Coalescer<TensorRequest, Vec<NamedTensor>> =
+            Coalescer::new(policy(0), tensors_compatible, tensor_rows);
         let err = batcher
-            .submit(request(1, 0.0), vec![], &execute)
+            .submit(request(1, 0.0), &|_| Ok(Vec::new()))
             .unwrap_err();
         assert!(matches!(err, ServingError::Overloaded(_)), "{err:?}");
     }

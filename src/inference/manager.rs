@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ort::session::Session;
 use serde::Serialize;
 
-use super::batcher::{BatchPolicy, Batcher};
+use super::batcher::{
+    BatchPolicy, Coalescer, TensorRequest, run_merged, tensor_rows, tensors_compatible,
+};
 use super::cache::{self, ResponseCache};
 use super::model_config::{DataType, InstanceGroup, ModelConfig};
 use super::placement::{CpuOnly, Device, Placement};
@@ -71,7 +73,61 @@ pub struct ServedModel {
     /// The response cache, when the model opted in and the cache is on.
     cache: Option<Arc<ResponseCache>>,
     /// The dynamic batcher, when the configuration enables dynamic batching.
-    batcher: Option<Batcher>,
+    batcher: Option<Coalescer<TensorRequest, Vec<NamedTensor>>>,
+    /// The text batcher, for text models that batch dynamically.
+    text_batcher: Option<Coalescer<TextRequest, Vec<(TextOutput, usize)>>>,
+}
+
+/// One text's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextOutput {
+    /// An embedding.
+    Vector(Vec<f32>),
+    /// A classification.
+    Class(Classified),
+}
+
+/// Texts waiting in the text batcher.
+pub struct TextRequest {
+    texts: Vec<String>,
+    max_length: Option<usize>,
+}
+
+/// Turns `[rows, classes]` scores into labelled results.
+fn classify_rows(
+    scores: &NamedTensor,
+    labels: &[String],
+    rows: usize,
+) -> Result<Vec<Classified>, ServingError> {
+    let TensorData::F32(values) = &scores.data else {
+        return Err(ServingError::Invalid(format!(
+            "output {:?} is not FP32",
+            scores.name
+        )));
+    };
+    let classes = labels.len();
+    if values.len() != rows * classes {
+        return Err(ServingError::Invalid(format!(
+            "output {:?} has {} scores for {rows} texts and {classes} labels",
+            scores.name,
+            values.len()
+        )));
+    }
+    Ok(values
+        .chunks(classes)
+        .map(|row| {
+            let (best, confidence) =
+                row.iter().enumerate().fold(
+                    (0, f32::MIN),
+                    |acc, (j, s)| if *s > acc.1 { (j, *s) } else { acc },
+                );
+            Classified {
+                label: labels[best].clone(),
+                confidence,
+                scores: labels.iter().cloned().zip(row.iter().copied()).collect(),
+            }
+        })
+        .collect())
 }
 
 /// One text's classification.
@@ -108,32 +164,21 @@ impl ServedModel {
         texts: &[String],
         max_length: Option<usize>,
     ) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
-        let text = self.text_task()?;
-        let Task::Embedding {
-            output,
-            pooling,
-            normalize,
-        } = &text.task
-        else {
+        if !matches!(self.text_task()?.task, Task::Embedding { .. }) {
             return Err(ServingError::Invalid(format!(
                 "model {:?} classifies text; it does not embed it",
                 self.name
             )));
-        };
-        let mut vectors = vec![Vec::new(); texts.len()];
-        let mut tokens = 0;
-        for batch in text
-            .encode(texts, max_length)
-            .map_err(ServingError::Invalid)?
-        {
-            let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
-            let pooled = pool(&out[0], &batch.lengths, *pooling, *normalize)
-                .map_err(ServingError::Invalid)?;
-            tokens += batch.lengths.iter().sum::<usize>();
-            for (row, vector) in batch.rows.into_iter().zip(pooled) {
-                vectors[row] = vector;
-            }
         }
+        let answers = self.run_texts(texts, max_length)?;
+        let tokens = answers.iter().map(|(_, n)| n).sum();
+        let vectors = answers
+            .into_iter()
+            .filter_map(|(out, _)| match out {
+                TextOutput::Vector(v) => Some(v),
+                TextOutput::Class(_) => None,
+            })
+            .collect();
         Ok((vectors, tokens))
     }
 
@@ -143,56 +188,91 @@ impl ServedModel {
         texts: &[String],
         max_length: Option<usize>,
     ) -> Result<(Vec<Classified>, usize), ServingError> {
-        let text = self.text_task()?;
-        let Task::Classification { output, labels } = &text.task else {
+        if !matches!(self.text_task()?.task, Task::Classification { .. }) {
             return Err(ServingError::Invalid(format!(
                 "model {:?} embeds text; it does not classify it",
                 self.name
             )));
+        }
+        let answers = self.run_texts(texts, max_length)?;
+        let tokens = answers.iter().map(|(_, n)| n).sum();
+        let classes = answers
+            .into_iter()
+            .filter_map(|(out, _)| match out {
+                TextOutput::Class(c) => Some(c),
+                TextOutput::Vector(_) => None,
+            })
+            .collect();
+        Ok((classes, tokens))
+    }
+
+    /// Answers texts through the text batcher when the model batches dynamically (requests
+    /// that arrive together are tokenised, sorted by length and run together), else directly.
+    fn run_texts(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+    ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
+        let Some(batcher) = &self.text_batcher else {
+            return self.answer_texts(texts, max_length);
         };
-        let mut results: Vec<Option<Classified>> = vec![None; texts.len()];
-        let mut tokens = 0;
+        let request = TextRequest {
+            texts: texts.to_vec(),
+            max_length,
+        };
+        batcher
+            .submit(request, &|requests| {
+                let counts: Vec<usize> = requests.iter().map(|r| r.texts.len()).collect();
+                let all: Vec<String> = requests
+                    .iter()
+                    .flat_map(|r| r.texts.iter().cloned())
+                    .collect();
+                let mut answers = self.answer_texts(&all, requests[0].max_length)?.into_iter();
+                Ok(counts
+                    .iter()
+                    .map(|n| answers.by_ref().take(*n).collect())
+                    .collect())
+            })
+            .map(|(answers, _)| answers)
+    }
+
+    /// Tokenises, runs in length-sorted batches, and pools or classifies; one answer and token
+    /// count per text, in order.
+    fn answer_texts(
+        &self,
+        texts: &[String],
+        max_length: Option<usize>,
+    ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
+        let text = self.text_task()?;
+        let output = match &text.task {
+            Task::Embedding { output, .. } | Task::Classification { output, .. } => output,
+        };
+        let mut answers: Vec<Option<(TextOutput, usize)>> = vec![None; texts.len()];
         for batch in text
             .encode(texts, max_length)
             .map_err(ServingError::Invalid)?
         {
-            let out = self.infer(batch.inputs, std::slice::from_ref(output))?;
-            let TensorData::F32(scores) = &out[0].data else {
-                return Err(ServingError::Invalid(format!(
-                    "output {output:?} is not FP32"
-                )));
+            let out = self.infer_inner(batch.inputs, std::slice::from_ref(output), false)?;
+            let rows: Vec<TextOutput> = match &text.task {
+                Task::Embedding {
+                    pooling, normalize, ..
+                } => pool(&out[0], &batch.lengths, *pooling, *normalize)
+                    .map_err(ServingError::Invalid)?
+                    .into_iter()
+                    .map(TextOutput::Vector)
+                    .collect(),
+                Task::Classification { labels, .. } => {
+                    classify_rows(&out[0], labels, batch.rows.len())?
+                        .into_iter()
+                        .map(TextOutput::Class)
+                        .collect()
+                }
             };
-            let classes = labels.len();
-            if scores.len() != batch.rows.len() * classes {
-                return Err(ServingError::Invalid(format!(
-                    "output {output:?} has {} scores for {} texts and {classes} labels",
-                    scores.len(),
-                    batch.rows.len()
-                )));
-            }
-            tokens += batch.lengths.iter().sum::<usize>();
-            for (i, row) in batch.rows.iter().enumerate() {
-                let row_scores = &scores[i * classes..(i + 1) * classes];
-                let (best, confidence) =
-                    row_scores
-                        .iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::MIN),
-                            |acc, (j, s)| if *s > acc.1 { (j, *s) } else { acc },
-                        );
-                results[*row] = Some(Classified {
-                    label: labels[best].clone(),
-                    confidence,
-                    scores: labels
-                        .iter()
-                        .cloned()
-                        .zip(row_scores.iter().copied())
-                        .collect(),
-                });
+            for ((row, length), answer) in batch.rows.iter().zip(&batch.lengths).zip(rows) {
+                answers[*row] = Some((answer, *length));
             }
         }
-        Ok((results.into_iter().flatten().collect(), tokens))
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Checks the inputs against the configuration, runs the model, and returns the requested
@@ -202,6 +282,17 @@ impl ServedModel {
         &self,
         inputs: Vec<NamedTensor>,
         wanted: &[String],
+    ) -> Result<Vec<NamedTensor>, ServingError> {
+        self.infer_inner(inputs, wanted, true)
+    }
+
+    /// As [`ServedModel::infer`]; `batch` false bypasses the tensor batcher (for batches the
+    /// text batcher already formed).
+    fn infer_inner(
+        &self,
+        inputs: Vec<NamedTensor>,
+        wanted: &[String],
+        batch: bool,
     ) -> Result<Vec<NamedTensor>, ServingError> {
         let version = self.version.to_string();
         let labels = [self.name.as_str(), version.as_str()];
@@ -231,17 +322,19 @@ impl ServedModel {
             }
             m.cache_misses.with_label_values(&labels).inc();
         }
-        let result = self
-            .validate(&inputs, wanted)
-            .and_then(|outputs| match &self.batcher {
+        let result = self.validate(&inputs, wanted).and_then(|outputs| {
+            match self.batcher.as_ref().filter(|_| batch) {
                 Some(batcher) => batcher
-                    .submit(inputs, outputs, &|batch, outs| self.execute(batch, outs))
+                    .submit(TensorRequest { inputs, outputs }, &|requests| {
+                        run_merged(requests, &|batch, outs| self.execute(batch, outs))
+                    })
                     .map(|(outputs, queued)| {
                         m.queue_us.with_label_values(&labels).inc_by(micros(queued));
                         outputs
                     }),
                 None => self.execute(&inputs, &outputs),
-            });
+            }
+        });
         if let (Some((cache, key)), Ok(outputs)) = (cache_key, &result) {
             cache.put(key, outputs.clone());
         }
@@ -787,7 +880,17 @@ impl ModelManager {
         let inputs = describe(sessions[0].inputs());
         let outputs = describe(sessions[0].outputs());
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
-        let batcher = batch_policy(&config).map(Batcher::new);
+        let batcher =
+            batch_policy(&config).map(|p| Coalescer::new(p, tensors_compatible, tensor_rows));
+        let text_batcher = batch_policy(&config)
+            .filter(|_| config.parameters.contains_key("task"))
+            .map(|p| {
+                Coalescer::new(
+                    p,
+                    |a: &TextRequest, b: &TextRequest| a.max_length == b.max_length,
+                    |r| r.texts.len(),
+                )
+            });
         let cache = self
             .cache
             .clone()
@@ -812,6 +915,7 @@ impl ModelManager {
             instances: Instances::new(sessions),
             cache,
             batcher,
+            text_batcher,
             text,
             metrics: self.metrics.clone(),
         })

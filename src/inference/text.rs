@@ -61,6 +61,8 @@ pub struct TextTask {
     max_batch: usize,
     /// Tokens kept per text.
     max_length: usize,
+    /// Most padded tokens (rows × longest text) in one model run.
+    max_batch_tokens: usize,
 }
 
 /// Texts encoded and ready to run: tensors per batch, with the original position of each row.
@@ -196,6 +198,14 @@ impl TextTask {
             takes_mask: has("attention_mask"),
             takes_types: has("token_type_ids"),
             max_batch: usize::try_from(config.max_batch_size).unwrap_or(1),
+            max_batch_tokens: match parameter(config, "max_batch_tokens") {
+                None => usize::MAX,
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= max_length)
+                    .ok_or_else(|| format!("parameter max_batch_tokens is {v:?}; expected an integer of at least max_length ({max_length})"))?,
+            },
             max_length,
         }))
     }
@@ -233,8 +243,23 @@ impl TextTask {
             .map_err(|e| format!("tokenizer: {e}"))?;
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|i| encodings[*i].get_ids().len());
+        // Runs of at most max_batch texts and max_batch_tokens padded tokens; texts are in
+        // length order, so a run's width is its last text's length.
+        let mut runs: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        for end in 1..=order.len() {
+            let width = encodings[order[end - 1]].get_ids().len().max(1);
+            let rows = end - start;
+            if rows > self.max_batch || (rows > 1 && rows * width > self.max_batch_tokens) {
+                runs.push(&order[start..end - 1]);
+                start = end - 1;
+            }
+        }
+        if start < order.len() {
+            runs.push(&order[start..]);
+        }
         let mut batches = Vec::new();
-        for rows in order.chunks(self.max_batch) {
+        for rows in runs {
             let lengths: Vec<usize> = rows.iter().map(|i| encodings[*i].get_ids().len()).collect();
             let width = lengths.iter().copied().max().unwrap_or(0).max(1);
             let mut ids = Vec::with_capacity(rows.len() * width);
@@ -319,6 +344,40 @@ pub fn pool(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::model_config::ModelConfig;
+
+    #[test]
+    fn runs_respect_the_batch_size_and_the_token_budget() {
+        let vendor = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/models/all-MiniLM-L6-v2");
+        let config = ModelConfig::parse(
+            r#"max_batch_size: 4
+               input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] } ]
+               output [ { name: "h" data_type: TYPE_FP32 dims: [ -1, 384 ] } ]
+               parameters { key: "task" value: { string_value: "embedding" } }
+               parameters { key: "max_batch_tokens" value: { string_value: "300" } }"#,
+        )
+        .unwrap();
+        let task = TextTask::from_config(&vendor, &vendor, &config)
+            .unwrap()
+            .unwrap();
+        let texts: Vec<String> = (1..=10).map(|n| "word ".repeat(n * 8)).collect();
+        let batches = task.encode(&texts, None).unwrap();
+        let mut seen: Vec<usize> = Vec::new();
+        for b in &batches {
+            let width = b.inputs[0].shape[1] as usize;
+            assert!(b.rows.len() <= 4, "{} rows", b.rows.len());
+            assert!(
+                b.rows.len() == 1 || b.rows.len() * width <= 300,
+                "{} x {width}",
+                b.rows.len()
+            );
+            assert_eq!(b.inputs.len(), 1, "the model takes input_ids only");
+            seen.extend(&b.rows);
+        }
+        // Every text once, shortest first.
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert!(task.encode(&texts, Some(1000)).is_err());
+    }
 
     #[test]
     fn mean_pooling_ignores_padding_and_normalises() {

@@ -239,3 +239,83 @@ fn openai_errors_have_openai_shape() {
     assert_eq!(status, 400);
     assert!(error_text(&answer).contains("is missing"), "{answer}");
 }
+
+#[test]
+fn concurrent_embedding_requests_are_batched_together() {
+    let s = Serving::start("", |repo| {
+        add_text_model(repo, "minilm");
+        let path = repo.join("minilm/config.pbtxt");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        config.push_str("dynamic_batching { max_queue_delay_microseconds: 300000 }\n");
+        std::fs::write(path, config).unwrap();
+    });
+    let sentences = [
+        "The wing stalls.",
+        "Libraries index documents by subject.",
+        "Electrons scatter off the lattice at low temperature.",
+        "Short.",
+        "A longer sentence about boundary layers, pressure gradients and separation.",
+        "Retrieval.",
+    ];
+    let alone: Vec<Value> = sentences
+        .iter()
+        .map(|t| {
+            s.post(
+                "/v1/embeddings",
+                &s.token,
+                Some(json!({ "model": "minilm", "input": t })),
+            )
+            .1
+        })
+        .collect();
+    let server = &s;
+    let together: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sentences
+            .iter()
+            .map(|t| {
+                scope.spawn(move || {
+                    server.post(
+                        "/v1/embeddings",
+                        &server.token,
+                        Some(json!({ "model": "minilm", "input": t })),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((status, batched), single) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{batched}");
+        let a: Vec<f32> = serde_json::from_value(batched["data"][0]["embedding"].clone()).unwrap();
+        let b: Vec<f32> = serde_json::from_value(single["data"][0]["embedding"].clone()).unwrap();
+        let cosine: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!(
+            cosine > 0.9999,
+            "batched and single embeddings differ: cosine {cosine}"
+        );
+        assert_eq!(batched["usage"], single["usage"]);
+    }
+    let text = s
+        .daemon
+        .client()
+        .get(s.daemon.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let executions: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"nv_inference_exec_count{model="minilm",version="1"}"#)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    // Six requests alone ran six times; the six concurrent ones must have shared runs.
+    assert!(
+        executions < 12.0,
+        "{executions} executions for 12 requests: concurrent requests were not batched"
+    );
+}
