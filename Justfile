@@ -43,6 +43,10 @@ lint: deps
 bench-idle:
     bash benches/idle.sh
 
+# Model-serving benchmark against in-process ONNX Runtime, FastAPI+uvicorn and raw session.run
+bench-serving: fetch
+    bash benches/serving.sh
+
 # Write the man page to target/sparkbrain.1
 man:
     mkdir -p target

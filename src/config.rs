@@ -137,6 +137,8 @@ pub struct ServingConfig {
     pub poll_interval_seconds: u64,
     /// Execution providers to try, in order.
     pub execution_providers: Vec<crate::inference::Provider>,
+    /// Memory against speed for repository models.
+    pub memory_mode: MemoryMode,
     /// Largest inference request body.
     pub max_request_bytes: u64,
     /// Total size of cached inference outputs; 0 turns the cache off.

@@ -642,7 +642,7 @@ impl ModelManager {
             root: config.repository(),
             mode: config.serving.control_mode,
             threads: config.runtime.intra_op_threads,
-            memory_mode: config.runtime.memory_mode,
+            memory_mode: config.serving.memory_mode,
             chain: config.serving.execution_providers.clone(),
             engine_cache: config.data_dir.join("cache").join("tensorrt"),
             models: RwLock::new(BTreeMap::new()),
