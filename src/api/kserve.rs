@@ -351,9 +351,23 @@ async fn load(
         })?),
         None => None,
     };
-    let models = manager(&app).map_err(IntoResponse::into_response)?;
-    let name = m.name.clone();
-    let result = tokio::task::spawn_blocking(move || models.load(&name, config))
+    change_repository(&app, &c, "model.load", &m.name, move |models, name| {
+        models.load(name, config)
+    })
+    .await
+}
+
+/// Runs a repository change (already authorised) off the async runtime and audits it.
+async fn change_repository(
+    app: &Arc<App>,
+    c: &Caller,
+    action: &'static str,
+    name: &str,
+    change: impl FnOnce(&ModelManager, &str) -> Result<(), ServingError> + Send + 'static,
+) -> Result<StatusCode, Response> {
+    let models = manager(app).map_err(IntoResponse::into_response)?;
+    let model = name.to_string();
+    let result = tokio::task::spawn_blocking(move || change(&models, &model))
         .await
         .map_err(|e| {
             KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
@@ -362,8 +376,8 @@ async fn load(
         .record_admin_action(
             &c.principal,
             &c.ctx,
-            "model.load",
-            &m.name,
+            action,
+            name,
             result.clone().map_err(|e| e.to_string()),
         )
         .await;
@@ -382,24 +396,10 @@ async fn unload(
         .await
         .map_err(|e| reshape(e.into()))?;
     let _: Value = json_body(&body).map_err(IntoResponse::into_response)?;
-    let models = manager(&app).map_err(IntoResponse::into_response)?;
-    let name = m.name.clone();
-    let result = tokio::task::spawn_blocking(move || models.unload(&name))
-        .await
-        .map_err(|e| {
-            KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        })?;
-    app.auth
-        .record_admin_action(
-            &c.principal,
-            &c.ctx,
-            "model.unload",
-            &m.name,
-            result.clone().map_err(|e| e.to_string()),
-        )
-        .await;
-    result.map_err(|e| KsError::from(e).into_response())?;
-    Ok(StatusCode::OK)
+    change_repository(&app, &c, "model.unload", &m.name, |models, name| {
+        models.unload(name)
+    })
+    .await
 }
 
 /// Header that gives the length of the JSON part of a binary-extension body.

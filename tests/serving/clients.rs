@@ -295,15 +295,7 @@ fn concurrent_embedding_requests_are_batched_together() {
         );
         assert_eq!(batched["usage"], single["usage"]);
     }
-    let text = s
-        .daemon
-        .client()
-        .get(s.daemon.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics();
     let executions: f64 = text
         .lines()
         .find_map(|l| {

@@ -301,15 +301,7 @@ fn triton_metrics_count_requests_rows_and_the_provider() {
         .0,
         400
     );
-    let text = s
-        .daemon
-        .client()
-        .get(s.daemon.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics();
     let labels = r#"{model="minilm",version="1"}"#;
     assert_eq!(
         series(&text, &format!("nv_inference_request_success{labels}")),
@@ -430,15 +422,7 @@ fn response_cache_answers_repeats_without_running_the_model() {
             200
         );
     }
-    let text = s
-        .daemon
-        .client()
-        .get(s.daemon.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics();
     let labels = r#"{model="minilm",version="1"}"#;
     assert_eq!(
         series(&text, &format!("nv_cache_num_hits_per_model{labels}")),
@@ -525,15 +509,7 @@ fn dynamic_batching_merges_concurrent_requests_and_bounds_its_queue() {
         let want: Vec<f32> = serde_json::from_value(single["outputs"][0]["data"].clone()).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-4);
     }
-    let text = s
-        .daemon
-        .client()
-        .get(s.daemon.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics();
     let labels = r#"{model="batched",version="1"}"#;
     let success = series(&text, &format!("nv_inference_request_success{labels}")).unwrap();
     let executions = series(&text, &format!("nv_inference_exec_count{labels}")).unwrap();

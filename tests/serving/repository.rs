@@ -96,6 +96,18 @@ impl Serving {
         (status, resp.json().unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        self.daemon
+            .client()
+            .get(self.daemon.url("/metrics"))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("metrics text")
+    }
+
     fn index(&self) -> Vec<Value> {
         let (status, body) = self.post("/v2/repository/index", &self.token, None);
         assert_eq!(status, 200, "{body}");
