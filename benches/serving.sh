@@ -63,6 +63,10 @@ dynamic_batching { max_queue_delay_microseconds: 2000 default_queue_policy { max
 parameters { key: "task" value: { string_value: "embedding" } }
 parameters { key: "max_length" value: { string_value: "256" } }
 PBTXT
+# The same model without batching or text task, for the batch-1 latency of /infer: a batching
+# model would add its max_queue_delay to every lone request.
+mkdir -p "$work/repo/minilm_direct/1"
+cp "$vendor/models/all-MiniLM-L6-v2/model.onnx" "$work/repo/minilm_direct/1/"
 sb_port="$(port)"
 cat > "$work/config.toml" <<TOML
 data_dir = "$work/data"
@@ -130,7 +134,7 @@ kill "${pids[1]}" 2>/dev/null || true
 
 echo "KServe batch-1 latency…" >&2
 raw="$(python3 "$here/baselines.py" rawrun)"
-kserve="$(load 1 "http://127.0.0.1:$sb_port/v2/models/minilm/infer" "$work/infer.jsonl" "$token")"
+kserve="$(load 1 "http://127.0.0.1:$sb_port/v2/models/minilm_direct/infer" "$work/infer.jsonl" "$token")"
 
 python3 - "$inproc" "$raw" "$kserve" "$rss_kb" "${sb[1]}" "${sb[8]}" "${sb[32]}" "${sb[128]}" "${fa[32]}" "${fa[128]}" <<'PY'
 import json, sys
