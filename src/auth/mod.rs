@@ -229,18 +229,8 @@ impl Auth {
     ) -> Result<TokenPair, AuthError> {
         if let Err(wait) = self.limiter.check(name, ctx.source) {
             let retry_after = wait.as_secs().max(1);
-            self.audit_denial(
-                Self::event(
-                    None,
-                    "auth.login",
-                    Some(name.to_string()),
-                    Outcome::Denied,
-                    ctx,
-                    Some("rate limited: too many failed sign-ins".into()),
-                ),
-                ctx,
-            )
-            .await;
+            self.deny_login(name, ctx, "rate limited: too many failed sign-ins")
+                .await;
             return Err(AuthError::RateLimited { retry_after });
         }
         let lookup = name.to_string();
@@ -279,21 +269,24 @@ impl Auth {
             }
             (_, reason) => {
                 self.limiter.record_failure(name, ctx.source);
-                self.audit_denial(
-                    Self::event(
-                        None,
-                        "auth.login",
-                        Some(name.to_string()),
-                        Outcome::Denied,
-                        ctx,
-                        reason.map(str::to_string),
-                    ),
-                    ctx,
-                )
-                .await;
+                self.deny_login(name, ctx, reason.unwrap_or("wrong password"))
+                    .await;
                 Err(AuthError::InvalidCredentials)
             }
         }
+    }
+
+    /// Audits a refused sign-in for the account `name`.
+    async fn deny_login(&self, name: &str, ctx: &RequestContext, why: &str) {
+        let event = Self::event(
+            None,
+            "auth.login",
+            Some(name.to_string()),
+            Outcome::Denied,
+            ctx,
+            Some(why.to_string()),
+        );
+        self.audit_denial(event, ctx).await;
     }
 
     async fn issue_pair(
