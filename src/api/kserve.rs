@@ -2,6 +2,7 @@
 //! repository extension. Errors are `{"error": "…"}` as the protocol says.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
@@ -10,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{ApiPath, Caller};
@@ -416,6 +417,28 @@ struct InferRequest {
     outputs: Vec<RequestedOutput>,
 }
 
+/// An inference answer, serialised as it is built (tensors are not turned into JSON values
+/// first).
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputJson<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a TensorData>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InferInput {
@@ -551,43 +574,52 @@ async fn infer(
             (o.name.clone(), binary)
         })
         .collect();
+    // Triton's request parameter: the most microseconds to wait in the queue.
+    let timeout = match request.parameters.get("timeout") {
+        None => None,
+        Some(v) => Some(Duration::from_micros(v.as_u64().ok_or_else(|| {
+            bad(format!(
+                "parameter \"timeout\" is {v}; expected a whole number of microseconds"
+            ))
+        })?)),
+    };
     let model = manager(&app)?.get(&m.name, m.version)?;
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
     let run_model = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || run_model.infer(inputs, &names))
+    let outputs = tokio::task::spawn_blocking(move || run_model.infer(inputs, &names, timeout))
         .await
         .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let mut binary_out = Vec::new();
-    let outputs_json: Vec<Value> = outputs
+    let outputs_json: Vec<OutputJson<'_>> = outputs
         .iter()
         .map(|t| {
             let as_binary = wanted
                 .iter()
                 .find(|(n, _)| *n == t.name)
                 .map_or(binary_default, |(_, b)| *b);
-            let mut out = json!({
-                "name": t.name,
-                "datatype": protocol_name(t.data.data_type()),
-                "shape": t.shape,
-            });
+            let mut out = OutputJson {
+                name: &t.name,
+                datatype: protocol_name(t.data.data_type()),
+                shape: &t.shape,
+                parameters: None,
+                data: None,
+            };
             if as_binary {
                 let bytes = t.data.to_le_bytes();
-                out["parameters"] = json!({ "binary_data_size": bytes.len() });
+                out.parameters = Some(json!({ "binary_data_size": bytes.len() }));
                 binary_out.extend_from_slice(&bytes);
             } else {
-                out["data"] = t.data.to_json();
+                out.data = Some(&t.data);
             }
             out
         })
         .collect();
-    let mut response = json!({
-        "model_name": model.name,
-        "model_version": model.version.to_string(),
-        "outputs": outputs_json,
-    });
-    if let Some(id) = request.id {
-        response["id"] = json!(id);
-    }
+    let response = InferResponse {
+        model_name: &model.name,
+        model_version: model.version.to_string(),
+        id: request.id,
+        outputs: outputs_json,
+    };
     let header = serde_json::to_vec(&response)
         .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if binary_out.is_empty() {

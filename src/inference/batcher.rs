@@ -1,213 +1,8 @@
-//! Dynamic batching: requests that arrive close together run as one batch.
-//!
-//! There is no batching thread. A request that finds nobody forming a batch becomes the
-//! leader: it waits up to `max_queue_delay` for more requests (or until `max_batch_size` rows or
-//! a preferred size are queued), takes the oldest request and every compatible one behind it
-//! (same inputs, types and non-batch shapes, same outputs), runs them as one, and hands each
-//! request its rows. Requests left behind (incompatible, or beyond the batch size) are led by
-//! one of their own. The queue is bounded: a request that finds it full is refused at once.
-
-use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+//! Batches of tensor requests: which requests may share a run, and how their inputs are joined
+//! into one run and the outputs cut back into each request's rows.
 
 use super::manager::ServingError;
 use super::tensor::{NamedTensor, TensorData};
-
-/// Batching settings of one model version.
-#[derive(Debug, Clone)]
-pub struct BatchPolicy {
-    /// Most rows in one run.
-    pub max_batch: usize,
-    /// Row counts worth running at once without waiting longer.
-    pub preferred: Vec<usize>,
-    /// Longest wait for a batch to fill.
-    pub max_delay: Duration,
-    /// Most requests accepted and not yet running.
-    pub max_queue: usize,
-}
-
-/// Runs merged tensors: the inputs and the outputs to produce.
-pub type RunTensors<'a> =
-    &'a dyn Fn(&[NamedTensor], &[String]) -> Result<Vec<NamedTensor>, ServingError>;
-
-/// A request's answer and its time in the queue.
-type Reply<R> = Result<(R, Duration), ServingError>;
-
-struct Job<J, R> {
-    id: u64,
-    payload: J,
-    rows: usize,
-    enqueued: Instant,
-    reply: Sender<Reply<R>>,
-}
-
-struct State<J, R> {
-    waiting: VecDeque<Job<J, R>>,
-    leading: bool,
-    next_id: u64,
-}
-
-/// Gathers concurrent requests into batches (see the module documentation). `J` is a request,
-/// `R` its answer; `compatible` says which requests may share a batch and `rows` how many rows a
-/// request brings.
-pub struct Coalescer<J, R> {
-    policy: BatchPolicy,
-    compatible: fn(&J, &J) -> bool,
-    rows: fn(&J) -> usize,
-    state: Mutex<State<J, R>>,
-    changed: Condvar,
-}
-
-fn poisoned() -> ServingError {
-    ServingError::Unavailable("the batcher failed earlier; reload the model".into())
-}
-
-impl<J, R> Coalescer<J, R> {
-    /// A coalescer with `policy`.
-    pub fn new(policy: BatchPolicy, compatible: fn(&J, &J) -> bool, rows: fn(&J) -> usize) -> Self {
-        Coalescer {
-            policy,
-            compatible,
-            rows,
-            state: Mutex::new(State {
-                waiting: VecDeque::new(),
-                leading: false,
-                next_id: 0,
-            }),
-            changed: Condvar::new(),
-        }
-    }
-
-    /// Answers `payload` as part of a batch; `execute` answers a whole batch, one answer per
-    /// request in order. Returns the answer and the request's time in the queue.
-    pub fn submit(
-        &self,
-        payload: J,
-        execute: &dyn Fn(Vec<J>) -> Result<Vec<R>, ServingError>,
-    ) -> Reply<R> {
-        let rows = (self.rows)(&payload);
-        let (reply, answer): (Sender<Reply<R>>, Receiver<Reply<R>>) = channel();
-        let mut state = self.state.lock().map_err(|_| poisoned())?;
-        if state.waiting.len() >= self.policy.max_queue {
-            return Err(ServingError::Overloaded(format!(
-                "the queue of this model is full ({} requests waiting); retry shortly",
-                self.policy.max_queue
-            )));
-        }
-        state.next_id += 1;
-        let id = state.next_id;
-        state.waiting.push_back(Job {
-            id,
-            payload,
-            rows,
-            enqueued: Instant::now(),
-            reply,
-        });
-        self.changed.notify_all();
-        loop {
-            // Checked under the lock: a leader sends, then takes the lock to notify.
-            if let Ok(result) = answer.try_recv() {
-                return result;
-            }
-            let mine_waiting = state.waiting.iter().any(|j| j.id == id);
-            if !state.leading && mine_waiting {
-                state.leading = true;
-                drop(state);
-                self.lead(execute);
-                state = self.state.lock().map_err(|_| poisoned())?;
-                continue;
-            }
-            state = self.changed.wait(state).map_err(|_| poisoned())?;
-        }
-    }
-
-    /// Forms one batch from the oldest waiting request and runs it.
-    fn lead(&self, execute: &dyn Fn(Vec<J>) -> Result<Vec<R>, ServingError>) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let deadline = state
-            .waiting
-            .front()
-            .map_or_else(Instant::now, |j| j.enqueued + self.policy.max_delay);
-        loop {
-            let ready_rows = match state.waiting.front() {
-                Some(seed) => state
-                    .waiting
-                    .iter()
-                    .filter(|j| (self.compatible)(&seed.payload, &j.payload))
-                    .map(|j| j.rows)
-                    .sum::<usize>(),
-                None => 0,
-            };
-            let now = Instant::now();
-            if ready_rows >= self.policy.max_batch
-                || self.policy.preferred.contains(&ready_rows)
-                || now >= deadline
-            {
-                break;
-            }
-            match self.changed.wait_timeout(state, deadline - now) {
-                Ok((s, _)) => state = s,
-                Err(_) => return,
-            }
-        }
-        let mut batch: Vec<Job<J, R>> = Vec::new();
-        let mut rows = 0;
-        let mut kept = VecDeque::new();
-        while let Some(job) = state.waiting.pop_front() {
-            let fits = batch
-                .first()
-                .is_none_or(|seed| (self.compatible)(&seed.payload, &job.payload))
-                && (batch.is_empty() || rows + job.rows <= self.policy.max_batch);
-            if fits {
-                rows += job.rows;
-                batch.push(job);
-            } else {
-                kept.push_back(job);
-            }
-        }
-        state.waiting = kept;
-        state.leading = false;
-        drop(state);
-        // Others may lead the requests left behind while this batch runs.
-        self.changed.notify_all();
-
-        let started = Instant::now();
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut payloads = Vec::with_capacity(batch.len());
-        for job in batch {
-            replies.push((job.reply, started.saturating_duration_since(job.enqueued)));
-            payloads.push(job.payload);
-        }
-        let count = payloads.len();
-        match execute(payloads) {
-            Ok(answers) if answers.len() == count => {
-                for ((reply, queued), answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok((answer, queued)));
-                }
-            }
-            Ok(answers) => {
-                let e = ServingError::Invalid(format!(
-                    "a batch of {count} requests produced {} answers",
-                    answers.len()
-                ));
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-            Err(e) => {
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-        let _guard = self.state.lock();
-        self.changed.notify_all();
-    }
-}
 
 /// A tensor request: validated inputs (first dimension is the batch) and the outputs wanted.
 pub struct TensorRequest {
@@ -243,8 +38,12 @@ pub fn tensor_rows(r: &TensorRequest) -> usize {
 /// back into each request's rows.
 pub fn run_merged(
     requests: Vec<TensorRequest>,
-    run: RunTensors<'_>,
+    run: impl FnOnce(&[NamedTensor], &[String]) -> Result<Vec<NamedTensor>, ServingError>,
 ) -> Result<Vec<Vec<NamedTensor>>, ServingError> {
+    if let [one] = requests.as_slice() {
+        // Nothing to join or cut: spare the copies.
+        return Ok(vec![run(&one.inputs, &one.outputs)?]);
+    }
     let rows: Vec<usize> = requests.iter().map(tensor_rows).collect();
     let merged = merge(&requests)?;
     let outputs = run(&merged, &requests[0].outputs)?;
@@ -351,96 +150,52 @@ fn slice(data: &TensorData, range: std::ops::Range<usize>) -> TensorData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn request(rows: usize, value: f32) -> TensorRequest {
+    fn request(rows: usize, width: i64, value: f32) -> TensorRequest {
         TensorRequest {
             inputs: vec![NamedTensor {
                 name: "x".into(),
-                shape: vec![rows as i64, 2],
-                data: TensorData::F32(vec![value; rows * 2]),
+                shape: vec![rows as i64, width],
+                data: TensorData::F32(vec![value; rows * width as usize]),
             }],
             outputs: vec!["y".into()],
         }
     }
 
-    fn policy(max_queue: usize) -> BatchPolicy {
-        BatchPolicy {
-            max_batch: 8,
-            preferred: vec![],
-            max_delay: Duration::from_millis(300),
-            max_queue,
-        }
+    #[test]
+    fn merged_requests_run_once_and_get_their_own_rows() {
+        let runs = std::cell::Cell::new(0);
+        // Doubles every element: each request must get back its own values.
+        let double = |inputs: &[NamedTensor], _: &[String]| {
+            runs.set(runs.get() + 1);
+            let TensorData::F32(v) = &inputs[0].data else {
+                unreachable!()
+            };
+            Ok(vec![NamedTensor {
+                name: "y".into(),
+                shape: inputs[0].shape.clone(),
+                data: TensorData::F32(v.iter().map(|x| x * 2.0).collect()),
+            }])
+        };
+        let requests = vec![request(2, 2, 1.0), request(1, 2, 5.0), request(3, 2, 7.0)];
+        let parts = run_merged(requests, double).unwrap();
+        assert_eq!(runs.get(), 1);
+        assert_eq!(parts[0][0].shape, vec![2, 2]);
+        assert_eq!(parts[0][0].data, TensorData::F32(vec![2.0; 4]));
+        assert_eq!(parts[1][0].data, TensorData::F32(vec![10.0; 2]));
+        assert_eq!(parts[2][0].shape, vec![3, 2]);
+        assert_eq!(parts[2][0].data, TensorData::F32(vec![14.0; 6]));
     }
 
     #[test]
-    fn concurrent_requests_share_runs_and_get_their_own_rows() {
-        let batcher = Arc::new(Coalescer::new(policy(100), tensors_compatible, tensor_rows));
-        let runs = Arc::new(AtomicUsize::new(0));
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|i| {
-                    let batcher = batcher.clone();
-                    let runs = runs.clone();
-                    scope.spawn(move || {
-                        // Doubles every element: each request must get back its own values.
-                        let double = |inputs: &[NamedTensor], _: &[String]| {
-                            runs.fetch_add(1, Ordering::SeqCst);
-                            let TensorData::F32(v) = &inputs[0].data else {
-                                unreachable!()
-                            };
-                            Ok(vec![NamedTensor {
-                                name: "y".into(),
-                                shape: inputs[0].shape.clone(),
-                                data: TensorData::F32(v.iter().map(|x| x * 2.0).collect()),
-                            }])
-                        };
-                        batcher.submit(request(2, i as f32), &|reqs| run_merged(reqs, &double))
-                    })
-                })
-                .collect();
-            for (i, h) in handles.into_iter().enumerate() {
-                let (out, _) = h.join().unwrap().unwrap();
-                assert_eq!(out[0].shape, vec![2, 2]);
-                assert_eq!(out[0].data, TensorData::F32(vec![i as f32 * 2.0; 4]));
-            }
-        });
-        // Four requests of two rows fill one batch of eight.
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn incompatible_requests_run_separately() {
-        let batcher = Arc::new(Coalescer::new(policy(100), tensors_compatible, tensor_rows));
-        let runs = Arc::new(AtomicUsize::new(0));
-        std::thread::scope(|scope| {
-            for width in [2, 3] {
-                let batcher = batcher.clone();
-                let runs = runs.clone();
-                scope.spawn(move || {
-                    let echo = |inputs: &[NamedTensor], _: &[String]| {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        Ok(inputs.to_vec())
-                    };
-                    let mut r = request(1, 1.0);
-                    r.inputs[0].shape = vec![1, width];
-                    r.inputs[0].data = TensorData::F32(vec![1.0; width as usize]);
-                    let (out, _) = batcher.submit(r, &|reqs| run_merged(reqs, &echo)).unwrap();
-                    assert_eq!(out[0].shape, vec![1, width]);
-                });
-            }
-        });
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-    }
-
-    #[test]
-    fn a_full_queue_refuses_at_once() {
-        let batcher: Coalescer<TensorRequest, Vec<NamedTensor>> =
-            Coalescer::new(policy(0), tensors_compatible, tensor_rows);
-        let err = batcher
-            .submit(request(1, 0.0), &|_| Ok(Vec::new()))
-            .unwrap_err();
-        assert!(matches!(err, ServingError::Overloaded(_)), "{err:?}");
+    fn requests_of_other_shapes_or_outputs_do_not_share_a_run() {
+        assert!(tensors_compatible(&request(1, 2, 0.0), &request(4, 2, 1.0)));
+        assert!(!tensors_compatible(
+            &request(1, 2, 0.0),
+            &request(1, 3, 0.0)
+        ));
+        let mut other = request(1, 2, 0.0);
+        other.outputs = vec!["z".into()];
+        assert!(!tensors_compatible(&request(1, 2, 0.0), &other));
     }
 }

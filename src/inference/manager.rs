@@ -6,22 +6,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use ort::session::Session;
 use serde::Serialize;
 
-use super::batcher::{
-    BatchPolicy, Coalescer, TensorRequest, run_merged, tensor_rows, tensors_compatible,
-};
-use super::cache::{self, ResponseCache};
+use super::cache::ResponseCache;
 use super::model_config::{DataType, InstanceGroup, ModelConfig};
 use super::placement::{CpuOnly, Device, Placement};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
-use super::tensor::{NamedTensor, TensorData, protocol_name};
-use super::text::{Task, TextTask, pool};
+use super::scheduler::{Batching, SchedulePolicy};
+use super::served::{ServedModel, VersionParts};
+use super::text::TextTask;
 use crate::config::{Config, ControlMode, MemoryMode};
 use crate::telemetry::metrics::ServingMetrics;
 
@@ -47,539 +44,6 @@ impl From<RepositoryError> for ServingError {
         match e {
             RepositoryError::UnknownModel(_) => ServingError::NotFound(e.to_string()),
             _ => ServingError::Invalid(e.to_string()),
-        }
-    }
-}
-
-/// One loaded version of a model.
-pub struct ServedModel {
-    /// Model name.
-    pub name: String,
-    /// Version number.
-    pub version: u64,
-    /// The effective configuration (completed from the model where `config.pbtxt` is silent).
-    pub config: ModelConfig,
-    /// The execution provider that serves it.
-    pub provider: Provider,
-    /// The model's declared inputs (full shapes).
-    pub inputs: Vec<ModelTensor>,
-    /// The model's declared outputs (full shapes).
-    pub outputs: Vec<ModelTensor>,
-    /// The sessions (instance_group count); a run takes one and gives it back.
-    instances: Instances,
-    /// The text task, when the configuration declares one.
-    pub text: Option<TextTask>,
-    metrics: ServingMetrics,
-    /// The response cache, when the model opted in and the cache is on.
-    cache: Option<Arc<ResponseCache>>,
-    /// The dynamic batcher, when the configuration enables dynamic batching.
-    batcher: Option<Coalescer<TensorRequest, Vec<NamedTensor>>>,
-    /// The text batcher, for text models that batch dynamically.
-    text_batcher: Option<Coalescer<TextRequest, Vec<(TextOutput, usize)>>>,
-}
-
-/// One text's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TextOutput {
-    /// An embedding.
-    Vector(Vec<f32>),
-    /// A classification.
-    Class(Classified),
-}
-
-/// Texts waiting in the text batcher.
-pub struct TextRequest {
-    texts: Vec<String>,
-    max_length: Option<usize>,
-}
-
-/// Turns `[rows, classes]` scores into labelled results.
-fn classify_rows(
-    scores: &NamedTensor,
-    labels: &[String],
-    rows: usize,
-) -> Result<Vec<Classified>, ServingError> {
-    let TensorData::F32(values) = &scores.data else {
-        return Err(ServingError::Invalid(format!(
-            "output {:?} is not FP32",
-            scores.name
-        )));
-    };
-    let classes = labels.len();
-    if values.len() != rows * classes {
-        return Err(ServingError::Invalid(format!(
-            "output {:?} has {} scores for {rows} texts and {classes} labels",
-            scores.name,
-            values.len()
-        )));
-    }
-    Ok(values
-        .chunks(classes)
-        .map(|row| {
-            let (best, confidence) =
-                row.iter().enumerate().fold(
-                    (0, f32::MIN),
-                    |acc, (j, s)| if *s > acc.1 { (j, *s) } else { acc },
-                );
-            Classified {
-                label: labels[best].clone(),
-                confidence,
-                scores: labels.iter().cloned().zip(row.iter().copied()).collect(),
-            }
-        })
-        .collect())
-}
-
-/// One text's classification.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Classified {
-    /// The most likely label.
-    pub label: String,
-    /// Its score.
-    pub confidence: f32,
-    /// Every label's score, in label order.
-    pub scores: Vec<(String, f32)>,
-}
-
-impl ServedModel {
-    /// How many sessions (instances) serve this version.
-    pub fn instance_count(&self) -> usize {
-        self.instances.count
-    }
-
-    /// The text task, or a clear refusal for models without one.
-    pub fn text_task(&self) -> Result<&TextTask, ServingError> {
-        self.text.as_ref().ok_or_else(|| {
-            ServingError::Invalid(format!(
-                "model {:?} declares no text task (parameters task = \"embedding\" or \"classification\")",
-                self.name
-            ))
-        })
-    }
-
-    /// Embeds texts; returns one vector per text (in request order) and the tokens used.
-    /// `max_length` can keep fewer tokens per text than the model's setting.
-    pub fn embed(
-        &self,
-        texts: &[String],
-        max_length: Option<usize>,
-    ) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
-        if !matches!(self.text_task()?.task, Task::Embedding { .. }) {
-            return Err(ServingError::Invalid(format!(
-                "model {:?} classifies text; it does not embed it",
-                self.name
-            )));
-        }
-        let answers = self.run_texts(texts, max_length)?;
-        let tokens = answers.iter().map(|(_, n)| n).sum();
-        let vectors = answers
-            .into_iter()
-            .filter_map(|(out, _)| match out {
-                TextOutput::Vector(v) => Some(v),
-                TextOutput::Class(_) => None,
-            })
-            .collect();
-        Ok((vectors, tokens))
-    }
-
-    /// Classifies texts; returns one result per text (in request order) and the tokens used.
-    pub fn classify(
-        &self,
-        texts: &[String],
-        max_length: Option<usize>,
-    ) -> Result<(Vec<Classified>, usize), ServingError> {
-        if !matches!(self.text_task()?.task, Task::Classification { .. }) {
-            return Err(ServingError::Invalid(format!(
-                "model {:?} embeds text; it does not classify it",
-                self.name
-            )));
-        }
-        let answers = self.run_texts(texts, max_length)?;
-        let tokens = answers.iter().map(|(_, n)| n).sum();
-        let classes = answers
-            .into_iter()
-            .filter_map(|(out, _)| match out {
-                TextOutput::Class(c) => Some(c),
-                TextOutput::Vector(_) => None,
-            })
-            .collect();
-        Ok((classes, tokens))
-    }
-
-    /// Answers texts through the text batcher when the model batches dynamically (requests
-    /// that arrive together are tokenised, sorted by length and run together), else directly.
-    fn run_texts(
-        &self,
-        texts: &[String],
-        max_length: Option<usize>,
-    ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
-        let Some(batcher) = &self.text_batcher else {
-            return self.answer_texts(texts, max_length);
-        };
-        let request = TextRequest {
-            texts: texts.to_vec(),
-            max_length,
-        };
-        batcher
-            .submit(request, &|requests| {
-                let counts: Vec<usize> = requests.iter().map(|r| r.texts.len()).collect();
-                let all: Vec<String> = requests
-                    .iter()
-                    .flat_map(|r| r.texts.iter().cloned())
-                    .collect();
-                let mut answers = self.answer_texts(&all, requests[0].max_length)?.into_iter();
-                Ok(counts
-                    .iter()
-                    .map(|n| answers.by_ref().take(*n).collect())
-                    .collect())
-            })
-            .map(|(answers, _)| answers)
-    }
-
-    /// Tokenises, runs in length-sorted batches, and pools or classifies; one answer and token
-    /// count per text, in order.
-    fn answer_texts(
-        &self,
-        texts: &[String],
-        max_length: Option<usize>,
-    ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
-        let text = self.text_task()?;
-        let output = match &text.task {
-            Task::Embedding { output, .. } | Task::Classification { output, .. } => output,
-        };
-        let mut answers: Vec<Option<(TextOutput, usize)>> = vec![None; texts.len()];
-        for batch in text
-            .encode(texts, max_length)
-            .map_err(ServingError::Invalid)?
-        {
-            let out = self.infer_inner(batch.inputs, std::slice::from_ref(output), false)?;
-            let rows: Vec<TextOutput> = match &text.task {
-                Task::Embedding {
-                    pooling, normalize, ..
-                } => pool(&out[0], &batch.lengths, *pooling, *normalize)
-                    .map_err(ServingError::Invalid)?
-                    .into_iter()
-                    .map(TextOutput::Vector)
-                    .collect(),
-                Task::Classification { labels, .. } => {
-                    classify_rows(&out[0], labels, batch.rows.len())?
-                        .into_iter()
-                        .map(TextOutput::Class)
-                        .collect()
-                }
-            };
-            for ((row, length), answer) in batch.rows.iter().zip(&batch.lengths).zip(rows) {
-                answers[*row] = Some((answer, *length));
-            }
-        }
-        Ok(answers.into_iter().flatten().collect())
-    }
-
-    /// Checks the inputs against the configuration, runs the model, and returns the requested
-    /// outputs (all configured outputs when `wanted` is empty). Every error names the tensor.
-    /// Counted in Triton's metrics.
-    pub fn infer(
-        &self,
-        inputs: Vec<NamedTensor>,
-        wanted: &[String],
-    ) -> Result<Vec<NamedTensor>, ServingError> {
-        self.infer_inner(inputs, wanted, true)
-    }
-
-    /// As [`ServedModel::infer`]; `batch` false bypasses the tensor batcher (for batches the
-    /// text batcher already formed).
-    fn infer_inner(
-        &self,
-        inputs: Vec<NamedTensor>,
-        wanted: &[String],
-        batch: bool,
-    ) -> Result<Vec<NamedTensor>, ServingError> {
-        let version = self.version.to_string();
-        let labels = [self.name.as_str(), version.as_str()];
-        let m = &self.metrics;
-        m.pending.with_label_values(&labels).inc();
-        let started = Instant::now();
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let rows = if self.config.max_batch_size > 0 {
-            inputs
-                .first()
-                .and_then(|t| t.shape.first())
-                .map_or(1, |b| (*b).max(0) as u64)
-        } else {
-            1
-        };
-        let cache_key = self
-            .cache
-            .as_ref()
-            .map(|c| (c, cache::key(&self.name, self.version, &inputs, wanted)));
-        if let Some((cache, key)) = &cache_key {
-            if let Some(outputs) = cache.get(key) {
-                m.pending.with_label_values(&labels).dec();
-                m.cache_hits.with_label_values(&labels).inc();
-                m.success.with_label_values(&labels).inc();
-                m.count.with_label_values(&labels).inc_by(rows);
-                return Ok(outputs);
-            }
-            m.cache_misses.with_label_values(&labels).inc();
-        }
-        let result = self.validate(&inputs, wanted).and_then(|outputs| {
-            match self.batcher.as_ref().filter(|_| batch) {
-                Some(batcher) => batcher
-                    .submit(TensorRequest { inputs, outputs }, &|requests| {
-                        run_merged(requests, &|batch, outs| self.execute(batch, outs))
-                    })
-                    .map(|(outputs, queued)| {
-                        m.queue_us.with_label_values(&labels).inc_by(micros(queued));
-                        outputs
-                    }),
-                None => self.execute(&inputs, &outputs),
-            }
-        });
-        if let (Some((cache, key)), Ok(outputs)) = (cache_key, &result) {
-            cache.put(key, outputs.clone());
-        }
-        m.pending.with_label_values(&labels).dec();
-        m.request_us
-            .with_label_values(&labels)
-            .inc_by(micros(started.elapsed()));
-        if result.is_ok() {
-            m.success.with_label_values(&labels).inc();
-            m.count.with_label_values(&labels).inc_by(rows);
-        } else {
-            m.failure.with_label_values(&labels).inc();
-        }
-        result
-    }
-
-    /// Checks a request against the configuration; returns the outputs to produce.
-    fn validate(
-        &self,
-        inputs: &[NamedTensor],
-        wanted: &[String],
-    ) -> Result<Vec<String>, ServingError> {
-        let invalid = |m: String| ServingError::Invalid(m);
-        let config = &self.config;
-        let batched = config.max_batch_size > 0;
-        let mut batch: Option<i64> = None;
-        for (i, tensor) in inputs.iter().enumerate() {
-            if inputs[..i].iter().any(|t| t.name == tensor.name) {
-                return Err(invalid(format!(
-                    "input {:?} is given more than once",
-                    tensor.name
-                )));
-            }
-            let spec = config
-                .input
-                .iter()
-                .find(|s| s.name == tensor.name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = config.input.iter().map(|s| s.name.as_str()).collect();
-                    invalid(format!(
-                        "unknown input {:?}; model {:?} takes {}",
-                        tensor.name,
-                        self.name,
-                        names.join(", ")
-                    ))
-                })?;
-            if tensor.data.data_type() != spec.data_type {
-                return Err(invalid(format!(
-                    "input {:?}: datatype {}, but the model takes {}",
-                    tensor.name,
-                    protocol_name(tensor.data.data_type()),
-                    protocol_name(spec.data_type)
-                )));
-            }
-            let mut expected = spec.dims.clone();
-            if batched {
-                expected.insert(0, -1);
-            }
-            let fits = tensor.shape.len() == expected.len()
-                && tensor.shape.iter().all(|d| *d >= 0)
-                && tensor
-                    .shape
-                    .iter()
-                    .zip(&expected)
-                    .all(|(d, e)| *e == -1 || d == e);
-            if !fits {
-                return Err(invalid(format!(
-                    "input {:?}: shape {:?} does not fit {:?} (-1: any size{})",
-                    tensor.name,
-                    tensor.shape,
-                    expected,
-                    if batched {
-                        "; the first dimension is the batch"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            if batched {
-                let b = tensor.shape[0];
-                if b > i64::from(config.max_batch_size) {
-                    return Err(invalid(format!(
-                        "input {:?}: batch of {b} exceeds max_batch_size {}",
-                        tensor.name, config.max_batch_size
-                    )));
-                }
-                if *batch.get_or_insert(b) != b {
-                    return Err(invalid(format!(
-                        "input {:?}: batch of {b}, but another input has a batch of {}",
-                        tensor.name,
-                        batch.unwrap_or(b)
-                    )));
-                }
-            }
-            let elements: i64 = tensor.shape.iter().product();
-            if usize::try_from(elements).ok() != Some(tensor.data.len()) {
-                return Err(invalid(format!(
-                    "input {:?}: shape {:?} holds {elements} elements, but {} were sent",
-                    tensor.name,
-                    tensor.shape,
-                    tensor.data.len()
-                )));
-            }
-        }
-        if let Some(missing) = config
-            .input
-            .iter()
-            .find(|s| !s.optional && !inputs.iter().any(|t| t.name == s.name))
-        {
-            return Err(invalid(format!("input {:?} is missing", missing.name)));
-        }
-        let outputs: Vec<String> = if wanted.is_empty() {
-            config.output.iter().map(|o| o.name.clone()).collect()
-        } else {
-            for name in wanted {
-                if !config.output.iter().any(|o| &o.name == name) {
-                    return Err(invalid(format!("unknown output {name:?} requested")));
-                }
-            }
-            wanted.to_vec()
-        };
-        Ok(outputs)
-    }
-
-    /// Runs checked inputs on a free instance; counts the execution in Triton's metrics.
-    fn execute(
-        &self,
-        inputs: &[NamedTensor],
-        outputs: &[String],
-    ) -> Result<Vec<NamedTensor>, ServingError> {
-        let invalid = |m: String| ServingError::Invalid(m);
-        let batched = self.config.max_batch_size > 0;
-        let mut values = Vec::with_capacity(inputs.len());
-        for tensor in inputs {
-            let spec_reshape = self
-                .config
-                .input
-                .iter()
-                .find(|s| s.name == tensor.name)
-                .and_then(|s| s.reshape.as_ref());
-            let value = match spec_reshape {
-                // The model takes another shape than the protocol shows: same elements.
-                Some(reshape) => {
-                    let mut shape = reshape.shape.clone();
-                    if batched {
-                        shape.insert(0, tensor.shape[0]);
-                    }
-                    NamedTensor {
-                        shape,
-                        ..tensor.clone()
-                    }
-                    .to_ort()
-                }
-                None => tensor.to_ort(),
-            }
-            .map_err(invalid)?;
-            values.push((tensor.name.clone(), value));
-        }
-        let version = self.version.to_string();
-        let labels = [self.name.as_str(), version.as_str()];
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let waiting = Instant::now();
-        let mut session = self.instances.checkout().ok_or_else(|| {
-            ServingError::Unavailable(format!("model {:?} failed earlier; reload it", self.name))
-        })?;
-        self.metrics
-            .queue_us
-            .with_label_values(&labels)
-            .inc_by(micros(waiting.elapsed()));
-        let computing = Instant::now();
-        let results = session
-            .run(values)
-            .map_err(|e| invalid(format!("model {:?} refused the inputs: {e}", self.name)))?;
-        self.metrics
-            .compute_us
-            .with_label_values(&labels)
-            .inc_by(micros(computing.elapsed()));
-        self.metrics.exec_count.with_label_values(&labels).inc();
-        outputs
-            .iter()
-            .map(|name| {
-                let value = results.get(name).ok_or_else(|| {
-                    ServingError::Invalid(format!("the model produced no output {name:?}"))
-                })?;
-                NamedTensor::from_ort(name, value).map_err(ServingError::Invalid)
-            })
-            .collect()
-    }
-}
-
-/// The sessions of one version. A run takes a free one, waiting if all are busy.
-struct Instances {
-    free: Mutex<Vec<Session>>,
-    returned: Condvar,
-    count: usize,
-}
-
-impl Instances {
-    fn new(sessions: Vec<Session>) -> Instances {
-        Instances {
-            count: sessions.len(),
-            free: Mutex::new(sessions),
-            returned: Condvar::new(),
-        }
-    }
-
-    /// A free session, or `None` if the pool broke (a run panicked).
-    fn checkout(&self) -> Option<Checkout<'_>> {
-        let mut free = self.free.lock().ok()?;
-        loop {
-            if let Some(session) = free.pop() {
-                return Some(Checkout {
-                    pool: self,
-                    session: Some(session),
-                });
-            }
-            free = self.returned.wait(free).ok()?;
-        }
-    }
-}
-
-/// A session taken from [`Instances`]; given back when dropped.
-struct Checkout<'a> {
-    pool: &'a Instances,
-    session: Option<Session>,
-}
-
-impl std::ops::Deref for Checkout<'_> {
-    type Target = Session;
-    fn deref(&self) -> &Session {
-        self.session.as_ref().expect("present until drop")
-    }
-}
-
-impl std::ops::DerefMut for Checkout<'_> {
-    fn deref_mut(&mut self) -> &mut Session {
-        self.session.as_mut().expect("present until drop")
-    }
-}
-
-impl Drop for Checkout<'_> {
-    fn drop(&mut self) {
-        if let (Some(session), Ok(mut free)) = (self.session.take(), self.pool.free.lock()) {
-            free.push(session);
-            self.pool.returned.notify_one();
         }
     }
 }
@@ -880,17 +344,6 @@ impl ModelManager {
         let inputs = describe(sessions[0].inputs());
         let outputs = describe(sessions[0].outputs());
         let config = repository::complete(&source.name, written, &inputs, &outputs)?;
-        let batcher =
-            batch_policy(&config).map(|p| Coalescer::new(p, tensors_compatible, tensor_rows));
-        let text_batcher = batch_policy(&config)
-            .filter(|_| config.parameters.contains_key("task"))
-            .map(|p| {
-                Coalescer::new(
-                    p,
-                    |a: &TextRequest, b: &TextRequest| a.max_length == b.max_length,
-                    |r| r.texts.len(),
-                )
-            });
         let cache = self
             .cache
             .clone()
@@ -905,18 +358,17 @@ impl ModelManager {
             instances = count,
             "model version ready"
         );
-        Ok(ServedModel {
+        ServedModel::start(VersionParts {
             name: source.name.clone(),
             version,
+            policy: schedule_policy(&config),
             config,
             provider: providers[0],
             inputs,
             outputs,
-            instances: Instances::new(sessions),
-            cache,
-            batcher,
-            text_batcher,
+            sessions,
             text,
+            cache,
             metrics: self.metrics.clone(),
         })
     }
@@ -1126,31 +578,51 @@ fn publish_instances(metrics: &ServingMetrics, old: Option<&ModelEntry>, new: Op
     });
 }
 
-/// Requests a batching model queues at most unless its queue policy says otherwise.
+/// Requests a model queues at most unless its queue policy says otherwise.
 const DEFAULT_MAX_QUEUE: usize = 1024;
 
-/// The batching policy of a configuration with `dynamic_batching` and a batch dimension.
-fn batch_policy(config: &ModelConfig) -> Option<BatchPolicy> {
-    let batching = config.dynamic_batching.as_ref()?;
-    let max_batch = usize::try_from(config.max_batch_size)
-        .ok()
-        .filter(|b| *b > 0)?;
-    let max_queue = batching
-        .default_queue_policy
-        .as_ref()
-        .map(|q| q.max_queue_size as usize)
-        .filter(|q| *q > 0)
-        .unwrap_or(DEFAULT_MAX_QUEUE);
-    Some(BatchPolicy {
-        max_batch,
-        preferred: batching
-            .preferred_batch_size
-            .iter()
-            .filter_map(|p| usize::try_from(*p).ok())
-            .collect(),
-        max_delay: Duration::from_micros(batching.max_queue_delay_microseconds),
-        max_queue,
-    })
+/// Batches' worth of queued texts a text model chooses its next run from.
+const TEXT_WINDOW_BATCHES: usize = 4;
+
+/// How a configuration queues and batches: Triton's dynamic batching when the model has a batch
+/// dimension and `dynamic_batching`, else one request per run; the queue policy either way.
+fn schedule_policy(config: &ModelConfig) -> SchedulePolicy {
+    let dynamic = config.dynamic_batching.as_ref();
+    let queue = dynamic
+        .and_then(|d| d.default_queue_policy.clone())
+        .unwrap_or_default();
+    let batching = dynamic.and_then(|d| {
+        let max_batch = usize::try_from(config.max_batch_size)
+            .ok()
+            .filter(|b| *b > 0)?;
+        Some(Batching {
+            max_batch,
+            // Texts are cut into runs by length: choosing among a few batches' worth of texts
+            // lets runs of similar length form.
+            window: if config.parameters.contains_key("task") {
+                max_batch.saturating_mul(TEXT_WINDOW_BATCHES)
+            } else {
+                max_batch
+            },
+            preferred: d
+                .preferred_batch_size
+                .iter()
+                .filter_map(|p| usize::try_from(*p).ok())
+                .collect(),
+            max_delay: Duration::from_micros(d.max_queue_delay_microseconds),
+        })
+    });
+    SchedulePolicy {
+        batching,
+        max_queue: match queue.max_queue_size {
+            0 => DEFAULT_MAX_QUEUE,
+            n => n as usize,
+        },
+        timeout: (queue.default_timeout_microseconds > 0)
+            .then(|| Duration::from_micros(queue.default_timeout_microseconds)),
+        timeout_action: queue.timeout_action,
+        allow_timeout_override: queue.allow_timeout_override,
+    }
 }
 
 fn mode_name(mode: ControlMode) -> &'static str {

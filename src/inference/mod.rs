@@ -8,11 +8,14 @@ pub mod model_config;
 pub mod placement;
 pub mod repository;
 mod runtime;
+mod scheduler;
+mod served;
 pub mod tensor;
 pub mod text;
 
-pub use manager::{Classified, IndexEntry, ModelManager, ServedModel, ServingError};
+pub use manager::{IndexEntry, ModelManager, ServingError};
 pub use runtime::{
     EmbeddingModel, ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec,
     TensorRtOptions, file_sha256, find_library,
 };
+pub use served::{Classified, ServedModel};

@@ -58,6 +58,15 @@ macro_rules! each {
     };
 }
 
+/// The elements as a flat JSON array, written straight to the output (no intermediate values).
+/// FP32 is written at its own precision, so each number reads back as the same `f32`;
+/// non-finite numbers become `null`, as JSON has no form for them.
+impl serde::Serialize for TensorData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        each!(self, v => v.serialize(serializer))
+    }
+}
+
 impl TensorData {
     /// The element type.
     pub fn data_type(&self) -> DataType {
@@ -169,26 +178,6 @@ impl TensorData {
             DataType::Fp64 => TensorData::F64(chunks(bytes, f64::from_le_bytes)?),
             other => return Err(unsupported(other)),
         })
-    }
-
-    /// The elements as a flat JSON array.
-    pub fn to_json(&self) -> Value {
-        match self {
-            TensorData::F32(v) => Value::Array(
-                v.iter()
-                    .map(|f| {
-                        serde_json::Number::from_f64(f64::from(*f))
-                            .map_or(Value::Null, Value::Number)
-                    })
-                    .collect(),
-            ),
-            TensorData::F64(v) => Value::Array(
-                v.iter()
-                    .map(|f| serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number))
-                    .collect(),
-            ),
-            other => each!(other, v => serde_json::json!(v)),
-        }
     }
 
     /// The elements as little-endian bytes.
@@ -325,7 +314,9 @@ mod tests {
             v
         );
         let f = TensorData::from_json(DataType::Fp32, &serde_json::json!([0.5, 1])).unwrap();
-        assert_eq!(f.to_json(), serde_json::json!([0.5, 1.0]));
+        assert_eq!(serde_json::to_string(&f).unwrap(), "[0.5,1.0]");
+        let tenth = TensorData::F32(vec![0.1, f32::NAN]);
+        assert_eq!(serde_json::to_string(&tenth).unwrap(), "[0.1,null]");
         assert!(
             TensorData::from_json(DataType::Int32, &serde_json::json!([1, "x"]))
                 .unwrap_err()

@@ -498,7 +498,7 @@ fn dynamic_batching_merges_concurrent_requests_and_bounds_its_queue() {
         "eight requests at once must overflow a queue of three"
     );
     assert!(
-        error_text(refused[0]).contains("queue of this model is full"),
+        error_text(refused[0]).contains("the queue of model \"batched\" is full"),
         "{:?}",
         refused[0]
     );

@@ -164,6 +164,22 @@ pub struct QueuePolicy {
     pub max_queue_size: u32,
     /// How long a request may wait, 0 for no limit.
     pub default_timeout_microseconds: u64,
+    /// What happens to a request that waited longer.
+    pub timeout_action: TimeoutAction,
+    /// Whether a request may set its own timeout (KServe parameter `timeout`, µs).
+    pub allow_timeout_override: bool,
+}
+
+/// What the queue does with a request past its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum TimeoutAction {
+    /// Refuse it.
+    #[serde(rename = "REJECT")]
+    #[default]
+    Reject,
+    /// Serve it after every request still in time.
+    #[serde(rename = "DELAY")]
+    Delay,
 }
 
 /// Where instances run.
