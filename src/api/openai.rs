@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::Caller;
@@ -189,7 +189,7 @@ async fn embeddings(
     State(app): State<Arc<App>>,
     _c: OaCaller,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<EmbeddingsJson>, OpenAiError> {
     let body = body.map_err(|e| OpenAiError {
         status: e.status(),
         message: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -236,23 +236,56 @@ async fn embeddings(
     let (vectors, tokens) = tokio::task::spawn_blocking(move || run.embed(&texts, None))
         .await
         .map_err(|e| OpenAiError::invalid(e.to_string(), None))??;
-    let data: Vec<Value> = vectors
+    let data: Vec<EmbeddingJson> = vectors
         .into_iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
+        .map(|(index, v)| EmbeddingJson {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+                Vector::Float(v)
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model.name,
-        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-    })))
+    Ok(Json(EmbeddingsJson {
+        object: "list",
+        data,
+        model: model.name.clone(),
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
+}
+
+/// `/v1/embeddings`' answer, serialised as it is built; floats keep their `f32` precision.
+#[derive(Serialize)]
+struct EmbeddingsJson {
+    object: &'static str,
+    data: Vec<EmbeddingJson>,
+    model: String,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingJson {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
 }
