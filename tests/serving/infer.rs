@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -518,4 +519,123 @@ fn dynamic_batching_merges_concurrent_requests_and_bounds_its_queue() {
         executions < success,
         "{executions} executions for {success} requests: nothing was batched"
     );
+}
+
+/// A batching model that holds each request in its queue for up to `delay_us` waiting for a
+/// batch of 32 to fill: requests stay in flight long enough to swap versions under them.
+fn slow_batching(name: &str, delay_us: u64, queue_policy: &str) -> String {
+    format!(
+        "{}\ndynamic_batching {{ max_queue_delay_microseconds: {delay_us} {queue_policy} }}\n",
+        CONFIGURED.replace("\"minilm\"", &format!("{name:?}"))
+    )
+}
+
+#[test]
+fn loading_a_new_version_or_unloading_never_drops_requests_in_flight() {
+    let s = Serving::start(
+        "control_mode = \"explicit\"\nstartup_models = [\"swap\"]",
+        |repo| {
+            add_model(
+                repo,
+                "swap",
+                &[1],
+                Some(&slow_batching("swap", 1_500_000, "")),
+            )
+        },
+    );
+    let body = json!({ "inputs": inputs_json() });
+    let infer = || s.post("/v2/models/swap/infer", &s.token, Some(body.clone()));
+    let in_flight = |change: &dyn Fn()| -> Vec<(u16, Value)> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(infer)).collect();
+            // The four wait in version 1's queue for a batch that will not fill.
+            std::thread::sleep(Duration::from_millis(400));
+            change();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+
+    // Version 2 appears and is loaded while four requests wait on version 1.
+    let answers = in_flight(&|| {
+        add_model(&s.setup.dir.path().join("repo"), "swap", &[2], None);
+        let (status, body) = s.post("/v2/repository/models/swap/load", &s.token, None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(s.get("/v2/models/swap").1["versions"], json!(["2"]));
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["model_version"], "1", "{answer}");
+        assert_eq!(answer["outputs"][0]["shape"], json!([2, 5, 384]));
+    }
+    assert_eq!(infer().1["model_version"], "2");
+
+    // Unloaded while four requests wait: they are still answered, later ones are not.
+    let answers = in_flight(&|| {
+        let (status, body) = s.post("/v2/repository/models/swap/unload", &s.token, None);
+        assert_eq!(status, 200, "{body}");
+    });
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["model_version"], "2", "{answer}");
+    }
+    assert_eq!(infer().0, 404);
+}
+
+#[test]
+fn the_queue_policy_timeout_refuses_requests_that_wait_too_long() {
+    let s = Serving::start("", |repo| {
+        add_model(
+            repo,
+            "patient",
+            &[1],
+            Some(&slow_batching(
+                "patient",
+                800_000,
+                "default_queue_policy { allow_timeout_override: true }",
+            )),
+        );
+        add_model(
+            repo,
+            "strict",
+            &[1],
+            Some(&slow_batching("strict", 800_000, "")),
+        );
+    });
+    let inputs = inputs_json();
+    // The request allows 100 ms in the queue; the batch waits 800 ms to fill.
+    let started = Instant::now();
+    let (status, body) = s.post(
+        "/v2/models/patient/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs, "parameters": { "timeout": 100_000 } })),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(error_text(&body).contains("timeout of 100000 µs"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without a timeout the request is served once the batch delay runs out.
+    let (status, body) = s.post(
+        "/v2/models/patient/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs })),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A model that does not allow overrides ignores the request's timeout.
+    let (status, body) = s.post(
+        "/v2/models/strict/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs, "parameters": { "timeout": 100_000 } })),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A timeout that is not a number of microseconds is refused, naming the parameter.
+    let (status, body) = s.post(
+        "/v2/models/patient/infer",
+        &s.token,
+        Some(json!({ "inputs": inputs, "parameters": { "timeout": "soon" } })),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("\"timeout\""), "{body}");
 }
