@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use super::extract::{ApiJson, Caller};
 use crate::daemon::App;
 use crate::error::Problem;
-use crate::inference::ServingError;
 use crate::inference::text::Task;
 
 /// Most texts in one request.
@@ -58,29 +57,27 @@ pub async fn infer(
     let classifies = matches!(model.text_task()?.task, Task::Classification { .. });
     let started = Instant::now();
     let max_length = req.max_length;
-    let run = model.clone();
-    let results: Vec<Value> =
-        tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ServingError> {
-            Ok(if classifies {
-                run.classify(&texts, max_length)?
-                    .0
-                    .into_iter()
-                    .map(|c| {
-                        let scores: serde_json::Map<String, Value> =
-                            c.scores.into_iter().map(|(l, s)| (l, json!(s))).collect();
-                        json!({ "result": c.label, "confidence": c.confidence, "scores": scores })
-                    })
-                    .collect()
-            } else {
-                run.embed(&texts, max_length)?
-                    .0
-                    .into_iter()
-                    .map(|v| json!({ "result": v, "confidence": null }))
-                    .collect()
+    let results: Vec<Value> = if classifies {
+        model
+            .classify(&texts, max_length)
+            .await?
+            .0
+            .into_iter()
+            .map(|c| {
+                let scores: serde_json::Map<String, Value> =
+                    c.scores.into_iter().map(|(l, s)| (l, json!(s))).collect();
+                json!({ "result": c.label, "confidence": c.confidence, "scores": scores })
             })
-        })
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))??;
+            .collect()
+    } else {
+        model
+            .embed(&texts, max_length)
+            .await?
+            .0
+            .into_iter()
+            .map(|v| json!({ "result": v, "confidence": null }))
+            .collect()
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let results: Vec<Value> = results
         .into_iter()

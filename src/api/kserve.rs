@@ -585,10 +585,7 @@ async fn infer(
     };
     let model = manager(&app)?.get(&m.name, m.version)?;
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
-    let run_model = model.clone();
-    let outputs = tokio::task::spawn_blocking(move || run_model.infer(inputs, &names, timeout))
-        .await
-        .map_err(|e| KsError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let outputs = model.infer(inputs, &names, timeout).await?;
     let mut binary_out = Vec::new();
     let outputs_json: Vec<OutputJson<'_>> = outputs
         .iter()

@@ -232,10 +232,7 @@ async fn embeddings(
             Some("dimensions"),
         ));
     }
-    let run = model.clone();
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || run.embed(&texts, None))
-        .await
-        .map_err(|e| OpenAiError::invalid(e.to_string(), None))??;
+    let (vectors, tokens) = model.embed(&texts, None).await?;
     let data: Vec<EmbeddingJson> = vectors
         .into_iter()
         .enumerate()

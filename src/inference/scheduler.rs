@@ -14,9 +14,10 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::manager::ServingError;
 use super::model_config::TimeoutAction;
@@ -75,7 +76,7 @@ struct Job<J, R> {
     enqueued: Instant,
     /// When the request's wait runs out, if it has a timeout.
     expires: Option<Instant>,
-    reply: Sender<Reply<R>>,
+    reply: oneshot::Sender<Reply<R>>,
 }
 
 struct Queue<J, R> {
@@ -107,7 +108,7 @@ pub struct Scheduler<J, R> {
 /// The answers to one batch, one per request in batch order. A request the run does not answer
 /// gets an error when the run ends.
 pub struct Replies<R> {
-    replies: Vec<Option<(Sender<Reply<R>>, Duration)>>,
+    replies: Vec<Option<(oneshot::Sender<Reply<R>>, Duration)>>,
 }
 
 impl<R> Replies<R> {
@@ -178,16 +179,17 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
         Ok(Scheduler { shared })
     }
 
-    /// Queues `payload` and waits for its answer. `timeout` is the request's own limit on its
-    /// wait in the queue, honoured when the policy allows overrides.
-    pub fn submit(&self, payload: J, timeout: Option<Duration>) -> Reply<R> {
+    /// Queues `payload` and waits for its answer without holding a thread. `timeout` is the
+    /// request's own limit on its wait in the queue, honoured when the policy allows overrides.
+    /// A request whose caller gives up (the future is dropped) is not run if still queued.
+    pub async fn submit(&self, payload: J, timeout: Option<Duration>) -> Reply<R> {
         let shared = &self.shared;
         let policy = &shared.policy;
         let timeout = timeout
             .filter(|_| policy.allow_timeout_override)
             .or(policy.timeout);
         let rows = shared.rule.rows(&payload);
-        let (reply, answer): (Sender<Reply<R>>, Receiver<Reply<R>>) = channel();
+        let (reply, mut answer) = oneshot::channel();
         let id = {
             let mut queue = lock(shared);
             if let Some(reason) = &queue.broken {
@@ -215,25 +217,25 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
         shared.arrived.notify_one();
         let lost = || ServingError::Unavailable(format!("model {:?} stopped", shared.model));
         let Some(limit) = timeout.filter(|_| policy.timeout_action == TimeoutAction::Reject) else {
-            return answer.recv().unwrap_or_else(|_| Err(lost()));
+            return answer.await.unwrap_or_else(|_| Err(lost()));
         };
-        match answer.recv_timeout(limit) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Disconnected) => Err(lost()),
-            Err(RecvTimeoutError::Timeout) => {
-                let mut queue = lock(shared);
-                let before = queue.waiting.len();
-                queue.waiting.retain(|j| j.id != id);
-                if queue.waiting.len() < before {
-                    return Err(ServingError::Unavailable(format!(
-                        "the request waited longer than its timeout of {} µs in the queue of model {:?}",
-                        limit.as_micros(),
-                        shared.model
-                    )));
+        match tokio::time::timeout(limit, &mut answer).await {
+            Ok(result) => result.unwrap_or_else(|_| Err(lost())),
+            Err(_) => {
+                {
+                    let mut queue = lock(shared);
+                    let before = queue.waiting.len();
+                    queue.waiting.retain(|j| j.id != id);
+                    if queue.waiting.len() < before {
+                        return Err(ServingError::Unavailable(format!(
+                            "the request waited longer than its timeout of {} µs in the queue of model {:?}",
+                            limit.as_micros(),
+                            shared.model
+                        )));
+                    }
                 }
                 // Already running: its answer is on the way.
-                drop(queue);
-                answer.recv().unwrap_or_else(|_| Err(lost()))
+                answer.await.unwrap_or_else(|_| Err(lost()))
             }
         }
     }
@@ -308,6 +310,9 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
             queue.waiting = in_time;
             queue.delayed.extend(late);
         }
+        // Requests whose callers gave up are not worth a run.
+        queue.waiting.retain(|j| !j.reply.is_closed());
+        queue.delayed.retain(|j| !j.reply.is_closed());
         let from_delayed = queue.waiting.is_empty();
         let source = if from_delayed {
             &queue.delayed
@@ -394,6 +399,21 @@ mod tests {
     type Sizes = Arc<Mutex<Vec<usize>>>;
     type TestScheduler = Scheduler<(u32, usize), u32>;
 
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    impl TestScheduler {
+        /// Submits from a plain thread, as the tests' clients are.
+        fn submit_now(&self, job: (u32, usize), timeout: Option<Duration>) -> Reply<u32> {
+            block_on(self.submit(job, timeout))
+        }
+    }
+
     /// Jobs are (value, rows); all may share a batch.
     struct Rows;
 
@@ -470,13 +490,13 @@ mod tests {
         std::thread::scope(|scope| {
             // The first request starts a run at once (a batch of 8 rows fills it)…
             let first = scheduler.clone();
-            let lead = scope.spawn(move || first.submit((1, 8), None));
+            let lead = scope.spawn(move || first.submit_now((1, 8), None));
             std::thread::sleep(Duration::from_millis(20));
             // …and six single-row requests arrive during it: they must run as one batch.
             let handles: Vec<_> = (0..6)
                 .map(|i| {
                     let s = scheduler.clone();
-                    scope.spawn(move || s.submit((i, 1), None))
+                    scope.spawn(move || s.submit_now((i, 1), None))
                 })
                 .collect();
             assert_eq!(lead.join().unwrap().unwrap().0, 2);
@@ -498,12 +518,12 @@ mod tests {
         std::thread::scope(|scope| {
             // Occupies the instance while 1, 2, 3, 4 queue up.
             let s = scheduler.clone();
-            scope.spawn(move || s.submit((0, 8), None).unwrap());
+            scope.spawn(move || s.submit_now((0, 8), None).unwrap());
             std::thread::sleep(Duration::from_millis(20));
             for v in 1..=4 {
                 let (s, done) = (scheduler.clone(), done.clone());
                 scope.spawn(move || {
-                    s.submit((v, 1), None).unwrap();
+                    s.submit_now((v, 1), None).unwrap();
                     done.lock().unwrap().push(v);
                 });
                 std::thread::sleep(Duration::from_millis(2));
@@ -520,16 +540,37 @@ mod tests {
         std::thread::scope(|scope| {
             for i in 0..4 {
                 let s = scheduler.clone();
-                scope.spawn(move || assert_eq!(s.submit((i, 1), None).unwrap().0, i * 2));
+                scope.spawn(move || assert_eq!(s.submit_now((i, 1), None).unwrap().0, i * 2));
             }
         });
         assert_eq!(*sizes.lock().unwrap(), vec![1, 1, 1, 1]);
     }
 
     #[test]
+    fn a_request_whose_caller_gave_up_is_not_run() {
+        let (scheduler, sizes) = start(policy(false, 100), Duration::from_millis(80));
+        std::thread::scope(|scope| {
+            let s = scheduler.clone();
+            scope.spawn(move || s.submit_now((0, 1), None).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            // Queued behind the busy instance, then abandoned (a client that disconnected).
+            let abandoned = block_on(async {
+                tokio::time::timeout(Duration::from_millis(10), scheduler.submit((1, 2), None))
+                    .await
+            });
+            assert!(
+                abandoned.is_err(),
+                "the instance was busy: it cannot have answered"
+            );
+            assert_eq!(scheduler.submit_now((2, 3), None).unwrap().0, 4);
+        });
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 3]);
+    }
+
+    #[test]
     fn a_full_queue_refuses_at_once() {
         let (scheduler, _) = start(policy(false, 0), Duration::ZERO);
-        let err = scheduler.submit((1, 1), None).unwrap_err();
+        let err = scheduler.submit_now((1, 1), None).unwrap_err();
         assert!(matches!(err, ServingError::Overloaded(_)), "{err:?}");
     }
 
@@ -538,15 +579,15 @@ mod tests {
         let (scheduler, _) = start(policy(false, 100), Duration::from_millis(150));
         std::thread::scope(|scope| {
             let s = scheduler.clone();
-            let busy = scope.spawn(move || s.submit((1, 1), None));
+            let busy = scope.spawn(move || s.submit_now((1, 1), None));
             std::thread::sleep(Duration::from_millis(20));
             let err = scheduler
-                .submit((2, 1), Some(Duration::from_millis(30)))
+                .submit_now((2, 1), Some(Duration::from_millis(30)))
                 .unwrap_err();
             assert!(err.to_string().contains("timeout of 30000 µs"), "{err}");
             assert_eq!(busy.join().unwrap().unwrap().0, 2);
         });
-        assert_eq!(scheduler.submit((3, 1), None).unwrap().0, 6);
+        assert_eq!(scheduler.submit_now((3, 1), None).unwrap().0, 6);
         assert_eq!(scheduler.queued(), 0);
     }
 
@@ -566,14 +607,17 @@ mod tests {
             Arc::new(Scheduler::start("test", p, Arc::new(Rows), vec![()], run).unwrap());
         std::thread::scope(|scope| {
             let s = scheduler.clone();
-            scope.spawn(move || s.submit((0, 1), None).unwrap());
+            scope.spawn(move || s.submit_now((0, 1), None).unwrap());
             std::thread::sleep(Duration::from_millis(10));
             // Job 1 times out while job 0 runs; job 2 has no timeout and overtakes it.
             let s = scheduler.clone();
-            scope.spawn(move || s.submit((1, 1), Some(Duration::from_millis(5))).unwrap());
+            scope.spawn(move || {
+                s.submit_now((1, 1), Some(Duration::from_millis(5)))
+                    .unwrap()
+            });
             std::thread::sleep(Duration::from_millis(10));
             let s = scheduler.clone();
-            scope.spawn(move || s.submit((2, 1), None).unwrap());
+            scope.spawn(move || s.submit_now((2, 1), None).unwrap());
         });
         assert_eq!(*order.lock().unwrap(), vec![0, 2, 1]);
     }
@@ -588,9 +632,9 @@ mod tests {
         });
         let scheduler =
             Scheduler::start("test", policy(false, 100), Arc::new(Rows), vec![()], run).unwrap();
-        let err = scheduler.submit((1, 1), None).unwrap_err();
+        let err = scheduler.submit_now((1, 1), None).unwrap_err();
         assert!(err.to_string().contains("reload it"), "{err}");
-        let again = scheduler.submit((2, 1), None).unwrap_err();
+        let again = scheduler.submit_now((2, 1), None).unwrap_err();
         assert!(matches!(again, ServingError::Unavailable(_)), "{again:?}");
         assert_eq!(runs.load(Ordering::SeqCst), 1);
     }

@@ -230,7 +230,7 @@ impl ServedModel {
 
     /// Embeds texts; returns one vector per text (in request order) and the tokens used.
     /// `max_length` can keep fewer tokens per text than the model's setting.
-    pub fn embed(
+    pub async fn embed(
         &self,
         texts: &[String],
         max_length: Option<usize>,
@@ -239,10 +239,11 @@ impl ServedModel {
             TextOutput::Vector(v) => Ok(v),
             TextOutput::Class(_) => Err("classifies text; it does not embed it"),
         })
+        .await
     }
 
     /// Classifies texts; returns one result per text (in request order) and the tokens used.
-    pub fn classify(
+    pub async fn classify(
         &self,
         texts: &[String],
         max_length: Option<usize>,
@@ -251,11 +252,12 @@ impl ServedModel {
             TextOutput::Class(c) => Ok(c),
             TextOutput::Vector(_) => Err("embeds text; it does not classify it"),
         })
+        .await
     }
 
     /// Runs texts and takes the kind of answer wanted from each; `pick` says what the model
     /// does instead when it answers another kind.
-    fn answer<T>(
+    async fn answer<T>(
         &self,
         texts: &[String],
         max_length: Option<usize>,
@@ -268,7 +270,7 @@ impl ServedModel {
             Task::Classification { .. } => TextOutput::Class(Classified::default()),
         };
         pick(probe).map_err(wrong)?;
-        let answers = self.run_texts(texts, max_length)?;
+        let answers = self.run_texts(texts, max_length).await?;
         let tokens = answers.iter().map(|(_, n)| n).sum();
         let picked = answers
             .into_iter()
@@ -277,19 +279,30 @@ impl ServedModel {
         Ok((picked, tokens))
     }
 
-    /// Tokenises texts here, in the caller's thread, and queues them: the instance's worker
-    /// only runs the model.
-    fn run_texts(
+    /// Tokenises texts and queues them: the instance's worker only runs the model. A few
+    /// short texts (the common request) are tokenised in place, in well under a millisecond;
+    /// more go to a blocking thread so the caller's async thread stays free.
+    async fn run_texts(
         &self,
         texts: &[String],
         max_length: Option<usize>,
     ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
-        let encoded = self
-            .text_task()?
-            .tokenize(texts, max_length)
-            .map_err(ServingError::Invalid)?;
+        let bytes: usize = texts.iter().map(String::len).sum();
+        let encoded = if bytes <= INLINE_TOKENIZE_BYTES {
+            self.text_task()?.tokenize(texts, max_length)
+        } else {
+            let runner = self.runner.clone();
+            let texts = texts.to_vec();
+            tokio::task::spawn_blocking(move || match &runner.text {
+                Some(text) => text.tokenize(&texts, max_length),
+                None => Err("the model has no text task".into()),
+            })
+            .await
+            .map_err(|e| ServingError::Unavailable(format!("tokenising failed: {e}")))?
+        }
+        .map_err(ServingError::Invalid)?;
         let rows = encoded.len() as u64;
-        match self.submit(Work::Texts(encoded), rows, None)? {
+        match self.submit(Work::Texts(encoded), rows, None).await? {
             Answer::Texts(answers) => Ok(answers),
             Answer::Tensors(_) => Err(mixed_answer()),
         }
@@ -298,7 +311,7 @@ impl ServedModel {
     /// Checks the inputs against the configuration, runs the model, and returns the requested
     /// outputs (all configured outputs when `wanted` is empty). Every error names the tensor.
     /// `timeout` limits the wait in the queue when the queue policy lets requests set it.
-    pub fn infer(
+    pub async fn infer(
         &self,
         inputs: Vec<NamedTensor>,
         wanted: &[String],
@@ -334,11 +347,13 @@ impl ServedModel {
                 return Err(e);
             }
         };
-        let answer = self.submit(
-            Work::Tensors(TensorRequest { inputs, outputs }),
-            rows,
-            timeout,
-        )?;
+        let answer = self
+            .submit(
+                Work::Tensors(TensorRequest { inputs, outputs }),
+                rows,
+                timeout,
+            )
+            .await?;
         let Answer::Tensors(outputs) = answer else {
             return Err(mixed_answer());
         };
@@ -350,7 +365,7 @@ impl ServedModel {
 
     /// Queues work of `rows` inferences and waits for its answer; counts it in Triton's
     /// metrics.
-    fn submit(
+    async fn submit(
         &self,
         work: Work,
         rows: u64,
@@ -359,9 +374,10 @@ impl ServedModel {
         let labels = self.runner.labels();
         let m = &self.runner.metrics;
         let started = Instant::now();
-        m.pending.with_label_values(&labels).inc();
-        let result = self.scheduler.submit(work, timeout);
-        m.pending.with_label_values(&labels).dec();
+        let result = {
+            let _pending = Pending::new(m.pending.with_label_values(&labels));
+            self.scheduler.submit(work, timeout).await
+        };
         m.request_us
             .with_label_values(&labels)
             .inc_by(micros(started.elapsed()));
@@ -487,6 +503,26 @@ impl ServedModel {
         Ok(outputs)
     }
 }
+
+/// Counts a request as pending for as long as it lives, including when its caller gives up
+/// and drops it mid-wait.
+struct Pending(prometheus::IntGauge);
+
+impl Pending {
+    fn new(gauge: prometheus::IntGauge) -> Pending {
+        gauge.inc();
+        Pending(gauge)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Text bytes tokenised on the caller's thread rather than a blocking one.
+const INLINE_TOKENIZE_BYTES: usize = 4096;
 
 fn mixed_answer() -> ServingError {
     ServingError::Invalid("the model answered a request of another kind".into())

@@ -639,3 +639,49 @@ fn the_queue_policy_timeout_refuses_requests_that_wait_too_long() {
     assert_eq!(status, 400, "{body}");
     assert!(error_text(&body).contains("\"timeout\""), "{body}");
 }
+
+#[test]
+fn a_request_whose_client_hung_up_is_not_run() {
+    let s = Serving::start("", |repo| {
+        add_model(
+            repo,
+            "slow",
+            &[1],
+            Some(&slow_batching("slow", 1_000_000, "")),
+        );
+    });
+    let body = json!({ "inputs": inputs_json() });
+    // The client gives up after 200 ms; the batch would have waited a second to fill.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(s.daemon.url("/v2/models/slow/infer"))
+        .bearer_auth(&s.token)
+        .json(&body)
+        .send();
+    assert!(
+        gave_up.is_err(),
+        "the answer cannot come before the batch delay"
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    let labels = r#"{model="slow",version="1"}"#;
+    let text = s.metrics();
+    assert_eq!(
+        series(
+            &text,
+            &format!("nv_inference_pending_request_count{labels}")
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("nv_inference_exec_count{labels}")).unwrap_or(0.0),
+        0.0,
+        "an abandoned request must not be run: {text}"
+    );
+    // The model still serves.
+    let (status, answer) = s.post("/v2/models/slow/infer", &s.token, Some(body));
+    assert_eq!(status, 200, "{answer}");
+}
