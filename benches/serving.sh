@@ -39,7 +39,25 @@ with open(sys.argv[2] + "/openai.jsonl", "w") as f:
 with open(sys.argv[2] + "/fastapi.jsonl", "w") as f:
     for t in titles:
         f.write(json.dumps({"text": t}) + "\n")
+# A model that does next to nothing but answers a tensor as large as MiniLM's: /infer on it
+# measures the serving path alone.
+import numpy as np, onnx, os
+from onnx import TensorProto, helper, numpy_helper
+os.makedirs(sys.argv[2] + "/repo/echo/1")
+consts = [numpy_helper.from_array(np.array([1, 16, 384], dtype=np.int64), "shape"),
+          numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")]
+graph = helper.make_graph(
+    [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+     helper.make_node("Unsqueeze", ["f", "axes"], ["u"]),
+     helper.make_node("Expand", ["u", "shape"], ["last_hidden_state"])],
+    "echo", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 16])],
+    [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, 16, 384])], consts)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, sys.argv[2] + "/repo/echo/1/model.onnx")
 ids = [101] + [2000 + i for i in range(14)] + [102]
+with open(sys.argv[2] + "/echo.jsonl", "w") as f:
+    f.write(json.dumps({"inputs": [{"name": "input_ids", "shape": [1, 16], "datatype": "INT64", "data": ids}]}) + "\n")
 with open(sys.argv[2] + "/infer.jsonl", "w") as f:
     f.write(json.dumps({"inputs": [
         {"name": n, "shape": [1, 16], "datatype": "INT64", "data": d}
@@ -133,30 +151,39 @@ rss_kb="$(awk '/^VmRSS/ {print $2}' "/proc/${pids[0]}/status")"
 kill "${pids[1]}" 2>/dev/null || true
 
 echo "KServe batch-1 latency, alternating with raw session.run…" >&2
-raws=(); kserves=()
+raws=(); kserves=(); echo_raws=(); echo_kserves=()
 for round in 1 2 3; do
   raws+=("$(python3 "$here/baselines.py" rawrun)")
   kserves+=("$(duration=4 load 1 "http://127.0.0.1:$sb_port/v2/models/minilm_direct/infer" "$work/infer.jsonl" "$token")")
+  echo_raws+=("$(python3 "$here/baselines.py" rawrun "$work/repo/echo/1/model.onnx")")
+  echo_kserves+=("$(duration=3 load 1 "http://127.0.0.1:$sb_port/v2/models/echo/infer" "$work/echo.jsonl" "$token")")
 done
-raw="$(python3 - "${raws[@]}" <<'PY'
+median_raw() {
+  python3 - "$@" <<'PY'
 import json, statistics, sys
 runs = [json.loads(a) for a in sys.argv[1:]]
 print(json.dumps({k: statistics.median(r[k] for r in runs) for k in ("p50_ms", "p99_ms")}))
 PY
-)"
-kserve="$(python3 - "${kserves[@]}" <<'PY'
+}
+median_load() {
+  python3 - "$@" <<'PY'
 import statistics, sys
 runs = [a.split() for a in sys.argv[1:]]
 print(" ".join(str(statistics.median(float(r[i]) for r in runs)) for i in range(3)) + " 0")
 PY
-)"
+}
+raw="$(median_raw "${raws[@]}")"
+kserve="$(median_load "${kserves[@]}")"
+echo_raw="$(median_raw "${echo_raws[@]}")"
+echo_kserve="$(median_load "${echo_kserves[@]}")"
 
-python3 - "$raw" "$kserve" "$rss_kb" "${inproc[1]}" "${inproc[8]}" "${inproc[32]}" "${inproc[128]}" "${sb[1]}" "${sb[8]}" "${sb[32]}" "${sb[128]}" "${fa[32]}" "${fa[128]}" <<'PY'
+python3 - "$raw" "$kserve" "$echo_raw" "$echo_kserve" "$rss_kb" "${inproc[1]}" "${inproc[8]}" "${inproc[32]}" "${inproc[128]}" "${sb[1]}" "${sb[8]}" "${sb[32]}" "${sb[128]}" "${fa[32]}" "${fa[128]}" <<'PY'
 import json, sys
-raw = json.loads(sys.argv[1]); kserve = sys.argv[2].split(); rss = int(sys.argv[3])
-inproc = {c: float(v) for c, v in zip((1, 8, 32, 128), sys.argv[4:8])}
-sb = {c: v.split() for c, v in zip((1, 8, 32, 128), sys.argv[8:12])}
-fa = {c: v.split() for c, v in zip((32, 128), sys.argv[12:14])}
+raw = json.loads(sys.argv[1]); kserve = sys.argv[2].split()
+echo_raw = json.loads(sys.argv[3]); echo_kserve = sys.argv[4].split(); rss = int(sys.argv[5])
+inproc = {c: float(v) for c, v in zip((1, 8, 32, 128), sys.argv[6:10])}
+sb = {c: v.split() for c, v in zip((1, 8, 32, 128), sys.argv[10:14])}
+fa = {c: v.split() for c, v in zip((32, 128), sys.argv[14:16])}
 row = "{:<56} {:>10} {:>10} {:>9}"
 print()
 print("sparkbrain serving benchmark (2 intra-op threads, all-MiniLM-L6-v2 int8, Cranfield titles)")
@@ -175,5 +202,9 @@ for q, key in ((1, "p50_ms"), (2, "p99_ms")):
     label = "p50" if q == 1 else "p99"
     got = float(kserve[q])
     print(row.format(f"3. KServe /infer batch-1 {label} ms (vs raw session.run)", f"{got:.2f}", f"{raw[key]:.2f}", f"+{got - raw[key]:.2f} ms"))
+for q, key in ((1, "p50_ms"), (2, "p99_ms")):
+    label = "p50" if q == 1 else "p99"
+    got = float(echo_kserve[q])
+    print(row.format(f"3. serving path alone: /infer {label} ms on a no-op model", f"{got:.2f}", f"{echo_raw[key]:.2f}", f"+{got - echo_raw[key]:.2f} ms"))
 print(row.format("daemon RSS after the load, MB", f"{rss / 1024:.1f}", "", ""))
 PY

@@ -3,7 +3,8 @@
 
   inproc SENTENCES.json        sentences/s of onnxruntime in process, best mode: length-sorted
                                batches of 32, tokenisation included (prints JSON)
-  rawrun                       p50/p99 of session.run for one 16-token input (prints JSON)
+  rawrun [MODEL]               p50/p99 of session.run for one 16-token input, on MiniLM or on
+                               MODEL (a model taking input_ids alone) (prints JSON)
   fastapi PORT                 serve POST /embed {"text": …} with FastAPI + uvicorn, one worker,
                                session created once, sync endpoint (runs in FastAPI's threadpool)
 """
@@ -43,10 +44,13 @@ def inproc(path):
     print(json.dumps({"sentences_per_s": len(texts) / elapsed}))
 
 
-def rawrun():
-    session = make_session(threads=THREADS)
+def rawrun(model=None):
     ids = np.array([[101] + [2000 + i for i in range(14)] + [102]], dtype=np.int64)
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    if model:
+        session, feed = make_session(model, threads=THREADS), {"input_ids": ids}
+    else:
+        session = make_session(threads=THREADS)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     for _ in range(20):
         session.run(None, feed)
     times = []
