@@ -1,5 +1,6 @@
-//! Model inference on ONNX Runtime. Today: locating and loading the runtime library and the
-//! default embedding model; the model repository and serving build on this.
+//! Model inference on ONNX Runtime: the runtime library and execution providers, a Triton-style
+//! model repository, and serving — each loaded version has a scheduler whose workers run
+//! batches on the version's instances, with text tasks (embedding, classification) on top.
 
 mod batcher;
 mod cache;

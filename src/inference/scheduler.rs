@@ -166,8 +166,10 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
             }),
             arrived: Condvar::new(),
         });
+        // Built first, so that if a thread cannot start, dropping it stops those that did.
+        let scheduler = Scheduler { shared };
         for (i, mut instance) in instances.into_iter().enumerate() {
-            let worker = shared.clone();
+            let worker = scheduler.shared.clone();
             let run = run.clone();
             std::thread::Builder::new()
                 .name(format!("model-{i}"))
@@ -176,7 +178,7 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
                     ServingError::Unavailable(format!("cannot start a model instance thread: {e}"))
                 })?;
         }
-        Ok(Scheduler { shared })
+        Ok(scheduler)
     }
 
     /// Queues `payload` and waits for its answer without holding a thread. `timeout` is the
