@@ -151,9 +151,12 @@ rss_kb="$(awk '/^VmRSS/ {print $2}' "/proc/${pids[0]}/status")"
 kill "${pids[1]}" 2>/dev/null || true
 
 echo "KServe batch-1 latency, alternating with raw session.run…" >&2
-raws=(); kserves=(); echo_raws=(); echo_kserves=()
+cargo bench --quiet --manifest-path "$repo/Cargo.toml" --bench raw_run --no-run 2>/dev/null
+raws=(); rust_raws=(); kserves=(); echo_raws=(); echo_kserves=()
 for round in 1 2 3; do
   raws+=("$(python3 "$here/baselines.py" rawrun)")
+  rust_raws+=("$(cargo bench --quiet --manifest-path "$repo/Cargo.toml" --bench raw_run -- \
+    "$vendor/onnxruntime/libonnxruntime.so.1.31.1" "$vendor/models/all-MiniLM-L6-v2/model.onnx" 2>/dev/null)")
   kserves+=("$(duration=4 load 1 "http://127.0.0.1:$sb_port/v2/models/minilm_direct/infer" "$work/infer.jsonl" "$token")")
   echo_raws+=("$(python3 "$here/baselines.py" rawrun "$work/repo/echo/1/model.onnx")")
   echo_kserves+=("$(duration=3 load 1 "http://127.0.0.1:$sb_port/v2/models/echo/infer" "$work/echo.jsonl" "$token")")
@@ -173,17 +176,19 @@ print(" ".join(str(statistics.median(float(r[i]) for r in runs)) for i in range(
 PY
 }
 raw="$(median_raw "${raws[@]}")"
+rust_raw="$(median_raw "${rust_raws[@]}")"
 kserve="$(median_load "${kserves[@]}")"
 echo_raw="$(median_raw "${echo_raws[@]}")"
 echo_kserve="$(median_load "${echo_kserves[@]}")"
 
-python3 - "$raw" "$kserve" "$echo_raw" "$echo_kserve" "$rss_kb" "${inproc[1]}" "${inproc[8]}" "${inproc[32]}" "${inproc[128]}" "${sb[1]}" "${sb[8]}" "${sb[32]}" "${sb[128]}" "${fa[32]}" "${fa[128]}" <<'PY'
+python3 - "$raw" "$kserve" "$echo_raw" "$echo_kserve" "$rss_kb" "${inproc[1]}" "${inproc[8]}" "${inproc[32]}" "${inproc[128]}" "${sb[1]}" "${sb[8]}" "${sb[32]}" "${sb[128]}" "${fa[32]}" "${fa[128]}" "$rust_raw" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); kserve = sys.argv[2].split()
 echo_raw = json.loads(sys.argv[3]); echo_kserve = sys.argv[4].split(); rss = int(sys.argv[5])
 inproc = {c: float(v) for c, v in zip((1, 8, 32, 128), sys.argv[6:10])}
 sb = {c: v.split() for c, v in zip((1, 8, 32, 128), sys.argv[10:14])}
 fa = {c: v.split() for c, v in zip((32, 128), sys.argv[14:16])}
+rust_raw = json.loads(sys.argv[16])
 row = "{:<56} {:>10} {:>10} {:>9}"
 print()
 print("sparkbrain serving benchmark (2 intra-op threads, all-MiniLM-L6-v2 int8, Cranfield titles)")
@@ -202,6 +207,9 @@ for q, key in ((1, "p50_ms"), (2, "p99_ms")):
     label = "p50" if q == 1 else "p99"
     got = float(kserve[q])
     print(row.format(f"3. KServe /infer batch-1 {label} ms (vs raw session.run)", f"{got:.2f}", f"{raw[key]:.2f}", f"+{got - raw[key]:.2f} ms"))
+for key in ("p50_ms", "p99_ms"):
+    label = key[:3]
+    print(row.format(f"3. raw session.run {label} ms from Rust (vs from Python)", f"{rust_raw[key]:.2f}", f"{raw[key]:.2f}", f"{rust_raw[key] / raw[key]:.2f}"))
 for q, key in ((1, "p50_ms"), (2, "p99_ms")):
     label = "p50" if q == 1 else "p99"
     got = float(echo_kserve[q])
