@@ -117,6 +117,8 @@ pub enum MemoryMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
+    /// The name the built-in embedding model is served under.
+    pub embedding_name: String,
     /// The embedding model's ONNX file.
     pub embedding_model: PathBuf,
     /// The embedding model's `tokenizer.json`.
@@ -552,6 +554,16 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir", "must not be empty".to_string()));
+        }
+        if self.models.embedding_name.trim().is_empty() || self.models.embedding_name.contains('/')
+        {
+            return Err((
+                "models.embedding_name",
+                format!(
+                    "{:?} cannot name a model: use a non-empty name without '/'",
+                    self.models.embedding_name
+                ),
+            ));
         }
         if self.tls.certificate.is_empty() != self.tls.private_key.is_empty() {
             return Err((

@@ -134,12 +134,8 @@ fn manager(app: &App) -> Result<Arc<crate::inference::ModelManager>, OpenAiError
 
 async fn models(State(app): State<Arc<App>>, _c: OaCaller) -> Result<Json<Value>, OpenAiError> {
     let models = manager(&app)?;
-    let rows = tokio::task::spawn_blocking(move || models.index(true))
-        .await
-        .map_err(|e| OpenAiError::invalid(e.to_string(), None))??;
-    let mut names: Vec<String> = rows.into_iter().map(|r| r.name).collect();
-    names.dedup();
-    let data: Vec<Value> = names
+    let data: Vec<Value> = models
+        .served_names()?
         .into_iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "sparkbrain" }))
         .collect();

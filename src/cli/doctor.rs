@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::load;
 use crate::config::{Config, FileChoice};
 use crate::daemon::tls;
-use crate::inference::{Runtime, file_sha256};
+use crate::inference::{
+    Provider, Runtime, SessionSpec, TensorRtOptions, check_model_files, file_sha256,
+};
 use crate::store::{SCHEMA_VERSION, lock_holder, peek_schema_version};
 
 /// Free space below which the data directory is a warning, and below which it fails.
@@ -217,16 +219,35 @@ fn runtime(config: &Config) -> Vec<Item> {
     if let Some(rt) = runtime
         && config.models.embedding_model.is_file()
     {
-        items.push(match rt.load_embedding(&config.models, &config.runtime) {
-            Ok(m) => item(
-                "model loads",
-                Level::Ok,
-                format!(
-                    "inputs {}; outputs {}",
-                    m.inputs().join(", "),
-                    m.outputs().join(", ")
-                ),
-            ),
+        let opened = check_model_files(&config.models).and_then(|()| {
+            rt.open(&SessionSpec {
+                path: &config.models.embedding_model,
+                threads: config.runtime.intra_op_threads,
+                memory_mode: config.runtime.memory_mode,
+                chain: &[Provider::Cpu],
+                gpu: None,
+                tensorrt: TensorRtOptions::default(),
+            })
+        });
+        items.push(match opened {
+            Ok(opened) => {
+                let names = |outlets: &[ort::value::Outlet]| -> String {
+                    outlets
+                        .iter()
+                        .map(|o| o.name().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                item(
+                    "model loads",
+                    Level::Ok,
+                    format!(
+                        "inputs {}; outputs {}",
+                        names(opened.session.inputs()),
+                        names(opened.session.outputs())
+                    ),
+                )
+            }
             Err(e) => item("model loads", Level::Fail, e.to_string()),
         });
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::ControlMode;
-use crate::inference::{EmbeddingModel, ModelManager, Runtime, RuntimeError};
+use crate::inference::{ModelManager, Runtime, RuntimeError};
 use crate::store::{BlobStore, DataDirLock, Store};
 use crate::telemetry::metrics::{Metrics, ServingMetrics};
 use crate::telemetry::systemd;
@@ -24,8 +24,9 @@ pub struct RuntimeState {
     pub runtime: Result<Arc<Runtime>, RuntimeError>,
     /// The model repository's models (absent when the runtime failed).
     pub models: Option<Arc<ModelManager>>,
-    /// The embedding model, or why not (absent when the runtime failed).
-    pub embedding: Option<Result<EmbeddingModel, RuntimeError>>,
+    /// The built-in embedding model: what it serves, or why it does not (absent when the
+    /// runtime failed).
+    pub embedding: Option<Result<String, String>>,
 }
 
 /// Everything a request handler may use; one per daemon, shared through axum state.
@@ -109,15 +110,15 @@ impl App {
                     },
                 });
                 checks.push(match &state.embedding {
-                    Some(Ok(m)) => Check {
+                    Some(Ok(serving)) => Check {
                         name: "embedding_model",
                         ok: true,
-                        detail: format!("loaded {}", m.path().display()),
+                        detail: serving.clone(),
                     },
                     Some(Err(e)) => Check {
                         name: "embedding_model",
                         ok: false,
-                        detail: e.to_string(),
+                        detail: e.clone(),
                     },
                     None => Check {
                         name: "embedding_model",
@@ -284,7 +285,6 @@ fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
     match Runtime::load(&config.runtime) {
         Ok(runtime) => {
             let runtime = Arc::new(runtime);
-            let embedding = Some(runtime.load_embedding(&config.models, &config.runtime));
             let repository = config.repository();
             if config.serving.repository.is_empty()
                 && let Err(e) = std::fs::create_dir_all(&repository)
@@ -293,6 +293,19 @@ fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
             }
             let models = Arc::new(ModelManager::new(runtime.clone(), config, metrics));
             models.load_startup(&config.serving.startup_models);
+            // After the repository's models, so that one of the same name keeps its place.
+            let name = &config.models.embedding_name;
+            let embedding = Some(
+                models
+                    .load_builtin(name, &config.models, config.runtime.memory_mode)
+                    .map(|()| {
+                        format!(
+                            "serving {name:?} from {}",
+                            config.models.embedding_model.display()
+                        )
+                    })
+                    .map_err(|e| e.to_string()),
+            );
             RuntimeState {
                 runtime: Ok(runtime),
                 models: Some(models),

@@ -12,14 +12,16 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::cache::ResponseCache;
-use super::model_config::{DataType, InstanceGroup, ModelConfig};
+use super::model_config::{DataType, DynamicBatching, InstanceGroup, ModelConfig, Parameter};
 use super::placement::{CpuOnly, Device, Placement};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
-use super::runtime::{Provider, Runtime, SessionSpec, TensorRtOptions};
+use super::runtime::{
+    Provider, Runtime, RuntimeError, SessionSpec, TensorRtOptions, check_model_files,
+};
 use super::scheduler::{Batching, SchedulePolicy};
 use super::served::{ServedModel, VersionParts};
 use super::text::TextTask;
-use crate::config::{Config, ControlMode, MemoryMode};
+use crate::config::{Config, ControlMode, MemoryMode, ModelsConfig};
 use crate::telemetry::metrics::ServingMetrics;
 
 /// Serving errors, each with the status a client should see.
@@ -63,6 +65,8 @@ struct ModelEntry {
     error: Option<String>,
     /// What the model folder looked like when it was loaded (poll mode reloads on change).
     fingerprint: u64,
+    /// The built-in embedding model, which is not in the repository.
+    builtin: bool,
 }
 
 /// One row of the repository index (Triton's `POST /v2/repository/index`).
@@ -172,7 +176,14 @@ impl ModelManager {
             )));
         }
         let _guard = self.changes.lock().map_err(|_| poisoned())?;
-        let removed = self.models.write().map_err(|_| poisoned())?.remove(name);
+        let mut models = self.models.write().map_err(|_| poisoned())?;
+        if models.get(name).is_some_and(|e| e.builtin) {
+            return Err(ServingError::Invalid(format!(
+                "model {name:?} is the built-in embedding model ([models] in the configuration); \
+                 it is not in the repository and cannot be unloaded"
+            )));
+        }
+        let removed = models.remove(name);
         match removed {
             Some(entry) => {
                 publish_instances(&self.metrics, Some(&entry), None);
@@ -208,6 +219,7 @@ impl ModelManager {
                     versions,
                     error: None,
                     fingerprint,
+                    builtin: false,
                 };
                 publish_instances(&self.metrics, models.get(name), Some(&entry));
                 models.insert(name.to_string(), entry);
@@ -348,9 +360,15 @@ impl ModelManager {
             .cache
             .clone()
             .filter(|_| config.response_cache.as_ref().is_some_and(|c| c.enable));
-        let text =
-            TextTask::from_config(&source.dir, &source.dir.join(version.to_string()), &config)
-                .map_err(|e| ServingError::Invalid(format!("text task: {e}")))?;
+        let text = TextTask::from_config(
+            &source.dir,
+            &[
+                source.dir.join(version.to_string()).join("tokenizer.json"),
+                source.dir.join("tokenizer.json"),
+            ],
+            &config,
+        )
+        .map_err(|e| ServingError::Invalid(format!("text task: {e}")))?;
         tracing::info!(
             model = %source.name,
             version,
@@ -385,6 +403,7 @@ impl ModelManager {
         let known: BTreeMap<String, u64> = match self.models.read() {
             Ok(models) => models
                 .iter()
+                .filter(|(_, e)| !e.builtin)
                 .map(|(n, e)| (n.clone(), e.fingerprint))
                 .collect(),
             Err(_) => return,
@@ -406,6 +425,90 @@ impl ModelManager {
                 tracing::info!(model = %name, "model removed from the repository; unloaded");
             }
         }
+    }
+
+    /// Serves the built-in embedding model (`[models]`) as version 1 of `name`, on one CPU
+    /// instance with `memory_mode` (the idle daemon's footprint), batching like a repository
+    /// text model. A repository model of the same name, loaded first, keeps its place.
+    pub fn load_builtin(
+        &self,
+        name: &str,
+        models: &ModelsConfig,
+        memory_mode: MemoryMode,
+    ) -> Result<(), ServingError> {
+        let unavailable = |e: RuntimeError| ServingError::Unavailable(e.to_string());
+        check_model_files(models).map_err(unavailable)?;
+        let opened = self
+            .runtime
+            .open(&SessionSpec {
+                path: &models.embedding_model,
+                threads: self.threads,
+                memory_mode,
+                chain: &[Provider::Cpu],
+                gpu: None,
+                tensorrt: TensorRtOptions::default(),
+            })
+            .map_err(unavailable)?;
+        let inputs: Vec<ModelTensor> = opened.session.inputs().iter().map(model_tensor).collect();
+        let outputs: Vec<ModelTensor> = opened.session.outputs().iter().map(model_tensor).collect();
+        let written = ModelConfig {
+            name: name.to_string(),
+            max_batch_size: BUILTIN_MAX_BATCH,
+            dynamic_batching: Some(DynamicBatching {
+                max_queue_delay_microseconds: BUILTIN_QUEUE_DELAY_US,
+                ..DynamicBatching::default()
+            }),
+            parameters: BTreeMap::from([(
+                "task".to_string(),
+                Parameter {
+                    string_value: "embedding".into(),
+                },
+            )]),
+            ..ModelConfig::default()
+        };
+        let config = repository::complete(name, Some(written), &inputs, &outputs)?;
+        let folder = models
+            .embedding_model
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let text = TextTask::from_config(
+            &folder,
+            std::slice::from_ref(&models.embedding_tokenizer),
+            &config,
+        )
+        .map_err(|e| ServingError::Invalid(format!("text task: {e}")))?;
+        let model = ServedModel::start(VersionParts {
+            name: name.to_string(),
+            version: 1,
+            policy: schedule_policy(&config),
+            config,
+            provider: opened.provider,
+            inputs,
+            outputs,
+            sessions: vec![opened.session],
+            text,
+            cache: None,
+            metrics: self.metrics.clone(),
+        })?;
+        let _guard = self.changes.lock().map_err(|_| poisoned())?;
+        let mut table = self.models.write().map_err(|_| poisoned())?;
+        if table.contains_key(name) {
+            tracing::warn!(
+                model = name,
+                "the repository has a model of the built-in embedding model's name; it serves instead"
+            );
+            return Ok(());
+        }
+        let entry = ModelEntry {
+            versions: BTreeMap::from([(1, VersionState::Ready(Arc::new(model)))]),
+            builtin: true,
+            ..ModelEntry::default()
+        };
+        publish_instances(&self.metrics, None, Some(&entry));
+        table.insert(name.to_string(), entry);
+        tracing::info!(model = name, path = %models.embedding_model.display(), "built-in embedding model ready");
+        Ok(())
     }
 
     /// A ready version: the given one, or the newest ready one.
@@ -478,6 +581,20 @@ impl ModelManager {
             rows.retain(|r| r.state == Some("READY"));
         }
         Ok(rows)
+    }
+
+    /// The models with a ready version, the built-in embedding model included, by name.
+    pub fn served_names(&self) -> Result<Vec<String>, ServingError> {
+        let models = self.models.read().map_err(|_| poisoned())?;
+        Ok(models
+            .iter()
+            .filter(|(_, e)| {
+                e.versions
+                    .values()
+                    .any(|v| matches!(v, VersionState::Ready(_)))
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
     }
 
     /// The versions loaded for a model and their readiness, ascending.
@@ -577,6 +694,10 @@ fn publish_instances(metrics: &ServingMetrics, old: Option<&ModelEntry>, new: Op
             .set(1);
     });
 }
+
+/// The built-in embedding model's batch size and queue delay (those of `bench-serving`).
+const BUILTIN_MAX_BATCH: i32 = 32;
+const BUILTIN_QUEUE_DELAY_US: u64 = 2000;
 
 /// Requests a model queues at most unless its queue policy says otherwise.
 const DEFAULT_MAX_QUEUE: usize = 1024;

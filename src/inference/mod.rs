@@ -16,7 +16,7 @@ pub mod text;
 
 pub use manager::{IndexEntry, ModelManager, ServingError};
 pub use runtime::{
-    EmbeddingModel, ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec,
-    TensorRtOptions, file_sha256, find_library,
+    ModelFile, OpenedSession, Provider, Runtime, RuntimeError, SessionSpec, TensorRtOptions,
+    check_model_files, file_sha256, find_library,
 };
 pub use served::{Classified, ServedModel};

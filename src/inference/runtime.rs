@@ -225,60 +225,31 @@ impl Runtime {
             refused.join("; ")
         )))
     }
+}
 
-    /// Loads the embedding model on the CPU provider.
-    pub fn load_embedding(
-        &self,
-        models: &ModelsConfig,
-        config: &RuntimeConfig,
-    ) -> Result<EmbeddingModel, RuntimeError> {
-        for (what, path, key) in [
-            (
-                "embedding model",
-                &models.embedding_model,
-                "models.embedding_model",
-            ),
-            (
-                "embedding tokenizer",
-                &models.embedding_tokenizer,
-                "models.embedding_tokenizer",
-            ),
-        ] {
-            if !path.is_file() {
-                return Err(RuntimeError::ModelMissing {
-                    what,
-                    path: path.display().to_string(),
-                    key,
-                });
-            }
+/// Checks that the built-in embedding model's files exist; the error names the setting to fix.
+pub fn check_model_files(models: &ModelsConfig) -> Result<(), RuntimeError> {
+    for (what, path, key) in [
+        (
+            "embedding model",
+            &models.embedding_model,
+            "models.embedding_model",
+        ),
+        (
+            "embedding tokenizer",
+            &models.embedding_tokenizer,
+            "models.embedding_tokenizer",
+        ),
+    ] {
+        if !path.is_file() {
+            return Err(RuntimeError::ModelMissing {
+                what,
+                path: path.display().to_string(),
+                key,
+            });
         }
-        let path = &models.embedding_model;
-        let opened = self.open(&SessionSpec {
-            path,
-            threads: config.intra_op_threads,
-            memory_mode: config.memory_mode,
-            chain: &[Provider::Cpu],
-            gpu: None,
-            tensorrt: TensorRtOptions::default(),
-        })?;
-        let session = opened.session;
-        let size_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        Ok(EmbeddingModel {
-            path: path.clone(),
-            size_bytes,
-            inputs: session
-                .inputs()
-                .iter()
-                .map(|o| o.name().to_string())
-                .collect(),
-            outputs: session
-                .outputs()
-                .iter()
-                .map(|o| o.name().to_string())
-                .collect(),
-            _session: session,
-        })
     }
+    Ok(())
 }
 
 /// An execution provider sparkbrain can ask ONNX Runtime for.
@@ -338,38 +309,6 @@ pub struct OpenedSession {
     pub provider: Provider,
     /// Providers tried first and refused, with ONNX Runtime's reason.
     pub refused: Vec<String>,
-}
-
-/// The loaded default embedding model. Serving it is the model-serving capability's job; this
-/// holds the session so the daemon is ready to serve the moment it says so.
-pub struct EmbeddingModel {
-    path: PathBuf,
-    size_bytes: u64,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    _session: Session,
-}
-
-impl EmbeddingModel {
-    /// The model file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Size of the model file in bytes.
-    pub fn size_bytes(&self) -> u64 {
-        self.size_bytes
-    }
-
-    /// Input names of the graph.
-    pub fn inputs(&self) -> &[String] {
-        &self.inputs
-    }
-
-    /// Output names of the graph.
-    pub fn outputs(&self) -> &[String] {
-        &self.outputs
-    }
 }
 
 /// A model file with its size and SHA-256, for `doctor`.

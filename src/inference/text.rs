@@ -98,11 +98,11 @@ fn parameter<'a>(config: &'a ModelConfig, key: &str) -> Option<&'a str> {
 
 impl TextTask {
     /// The model's text task, if its configuration declares one. `model_dir` is the model's
-    /// folder and `version_dir` the version's; `tokenizer.json` is looked for in the version
-    /// folder first.
+    /// folder (labels files are read from it); the tokenizer is the first of `tokenizers` that
+    /// exists.
     pub fn from_config(
         model_dir: &Path,
-        version_dir: &Path,
+        tokenizers: &[PathBuf],
         config: &ModelConfig,
     ) -> Result<Option<TextTask>, String> {
         let Some(kind) = parameter(config, "task") else {
@@ -174,20 +174,14 @@ impl TextTask {
                 format!("parameter max_length is {v:?}; expected a positive integer")
             })?,
         };
-        let path: PathBuf = [
-            version_dir.join("tokenizer.json"),
-            model_dir.join("tokenizer.json"),
-        ]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
+        let path = tokenizers.iter().find(|p| p.is_file()).ok_or_else(|| {
+            let tried: Vec<String> = tokenizers.iter().map(|p| p.display().to_string()).collect();
             format!(
-                "task {kind:?} needs tokenizer.json in {} or {}",
-                version_dir.display(),
-                model_dir.display()
+                "task {kind:?} needs a tokenizer: none of {} exists",
+                tried.join(", ")
             )
         })?;
-        let mut tokenizer = Tokenizer::from_file(&path)
+        let mut tokenizer = Tokenizer::from_file(path)
             .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         let (pad_id, pad_type_id) = tokenizer
             .get_padding()
@@ -430,7 +424,7 @@ mod tests {
                {extra}"#
         ))
         .unwrap();
-        TextTask::from_config(&vendor, &vendor, &config)
+        TextTask::from_config(&vendor, &[vendor.join("tokenizer.json")], &config)
             .unwrap()
             .unwrap()
     }

@@ -112,7 +112,8 @@ print(json.dumps({
     assert_eq!(result["base64_matches"], true, "{result}");
     assert!(result["prompt_tokens"].as_u64().unwrap() > 256, "{result}");
     assert_eq!(result["model"], "minilm");
-    assert_eq!(result["models"], json!(["minilm"]));
+    // The repository's model and the built-in embedding model.
+    assert_eq!(result["models"], json!(["all-MiniLM-L6-v2", "minilm"]));
 }
 
 #[test]

@@ -329,3 +329,65 @@ fn poll_mode_follows_the_repository() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_built_in_embedding_model_is_served_like_a_repository_model() {
+    let text_model = format!(
+        "{CONFIGURED}\nparameters {{ key: \"task\" value: {{ string_value: \"embedding\" }} }}\n"
+    );
+    let s = Serving::start(
+        "control_mode = \"explicit\"\nstartup_models = [\"minilm\"]",
+        |repo| {
+            add_model(repo, "minilm", &[1], Some(&text_model));
+            std::os::unix::fs::symlink(
+                vendor().join("models/all-MiniLM-L6-v2/tokenizer.json"),
+                repo.join("minilm/tokenizer.json"),
+            )
+            .unwrap();
+        },
+    );
+    let builtin = "all-MiniLM-L6-v2";
+    let (status, meta) = s.get(&format!("/v2/models/{builtin}"));
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["versions"], json!(["1"]), "{meta}");
+    // It is not in the repository, so the repository index does not list it…
+    let index = s.index();
+    assert!(index.iter().all(|r| r["name"] != builtin), "{index:?}");
+    // …and it cannot be unloaded through the repository API.
+    let (status, body) = s.post(
+        &format!("/v2/repository/models/{builtin}/unload"),
+        &s.token,
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("built-in"), "{body}");
+    assert_eq!(s.get(&format!("/v2/models/{builtin}/ready")).0, 200);
+
+    // Its vectors are those of the same model served from the repository (the built-in one
+    // runs in compact memory mode, the repository one in fast mode).
+    let texts = json!([
+        "The boundary layer of a flat plate.",
+        "Heat transfer in supersonic flow."
+    ]);
+    let embed = |model: &str| -> Vec<Vec<f64>> {
+        let (status, body) = s.post(
+            "/v1/embeddings",
+            &s.token,
+            Some(json!({ "model": model, "input": texts })),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| serde_json::from_value(d["embedding"].clone()).unwrap())
+            .collect()
+    };
+    let (ours, theirs) = (embed(builtin), embed("minilm"));
+    assert_eq!(ours.len(), 2);
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a.len(), 384);
+        let cosine: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        assert!(cosine > 0.9999, "cosine {cosine}");
+    }
+}
