@@ -47,6 +47,12 @@ pub fn routes(max_request_bytes: usize) -> Router<Arc<App>> {
             "/v2/models/{model}/versions/{version}/config",
             get(version_config),
         )
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(version_stats),
+        )
         .route("/v2/repository/index", post(index))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
@@ -176,7 +182,7 @@ async fn server_metadata(_c: KsCaller) -> Json<Value> {
     Json(json!({
         "name": "sparkbrain",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository", "model_configuration"],
+        "extensions": ["model_repository", "model_configuration", "statistics"],
     }))
 }
 
@@ -265,6 +271,57 @@ async fn version_ready(
     m: ModelRef,
 ) -> Result<StatusCode, KsError> {
     model_ready(state, c, m).await
+}
+
+/// Triton's statistics extension: every ready version of every served model.
+async fn all_stats(State(app): State<Arc<App>>, _c: KsCaller) -> Result<Json<Value>, KsError> {
+    let models = manager(&app)?;
+    let mut stats = Vec::new();
+    for name in models.served_names()? {
+        stats.extend(version_stats_of(&models, &name, None)?);
+    }
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+/// Statistics of one model's ready versions, or of the version in the path.
+async fn model_stats(
+    State(app): State<Arc<App>>,
+    _c: KsCaller,
+    m: ModelRef,
+) -> Result<Json<Value>, KsError> {
+    let models = manager(&app)?;
+    let stats = version_stats_of(&models, &m.name, m.version)?;
+    Ok(Json(json!({ "model_stats": stats })))
+}
+
+async fn version_stats(
+    state: State<Arc<App>>,
+    c: KsCaller,
+    m: ModelRef,
+) -> Result<Json<Value>, KsError> {
+    model_stats(state, c, m).await
+}
+
+fn version_stats_of(
+    models: &ModelManager,
+    name: &str,
+    version: Option<u64>,
+) -> Result<Vec<Value>, KsError> {
+    let versions: Vec<u64> = match version {
+        Some(v) => vec![v],
+        None => models
+            .versions(name)?
+            .into_iter()
+            .filter_map(|(v, ready)| ready.then_some(v))
+            .collect(),
+    };
+    versions
+        .into_iter()
+        .map(|v| {
+            let model = models.get(name, Some(v))?;
+            Ok(model.stats().to_json(&model.name, model.version))
+        })
+        .collect()
 }
 
 async fn model_config(

@@ -2,6 +2,7 @@
 //! requests it answers (tensors, or texts for models with a text task).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
@@ -183,6 +184,7 @@ impl ServedModel {
             config: parts.config.clone(),
             text: parts.text,
             metrics: parts.metrics,
+            stats: VersionStats::default(),
         });
         let instances = parts.sessions.len();
         let worker = runner.clone();
@@ -211,6 +213,11 @@ impl ServedModel {
             cache: parts.cache,
             scheduler,
         })
+    }
+
+    /// Triton's statistics of this version.
+    pub fn stats(&self) -> &VersionStats {
+        &self.runner.stats
     }
 
     /// How many sessions (instances) serve this version.
@@ -331,19 +338,26 @@ impl ServedModel {
             .cache
             .as_ref()
             .map(|c| (c, cache::key(&self.name, self.version, &inputs, wanted)));
+        let stats = &self.runner.stats;
         if let Some((cache, key)) = &cache_key {
+            let looking = Instant::now();
             if let Some(outputs) = cache.get(key) {
+                stats.cache_hit.add(looking.elapsed());
+                stats.success.add(looking.elapsed());
+                stats.answered(rows);
                 m.cache_hits.with_label_values(&labels).inc();
                 m.success.with_label_values(&labels).inc();
                 m.count.with_label_values(&labels).inc_by(rows);
                 return Ok(outputs);
             }
+            stats.cache_miss.add(looking.elapsed());
             m.cache_misses.with_label_values(&labels).inc();
         }
         let outputs = match self.validate(&inputs, wanted) {
             Ok(outputs) => outputs,
             Err(e) => {
                 m.failure.with_label_values(&labels).inc();
+                stats.fail.add(Duration::ZERO);
                 return Err(e);
             }
         };
@@ -381,15 +395,20 @@ impl ServedModel {
         m.request_us
             .with_label_values(&labels)
             .inc_by(micros(started.elapsed()));
+        let stats = &self.runner.stats;
         match result {
             Ok((answer, queued)) => {
                 m.queue_us.with_label_values(&labels).inc_by(micros(queued));
                 m.success.with_label_values(&labels).inc();
                 m.count.with_label_values(&labels).inc_by(rows);
+                stats.queue.add(queued);
+                stats.success.add(started.elapsed());
+                stats.answered(rows);
                 Ok(answer)
             }
             Err(e) => {
                 m.failure.with_label_values(&labels).inc();
+                stats.fail.add(started.elapsed());
                 Err(e)
             }
         }
@@ -504,6 +523,79 @@ impl ServedModel {
     }
 }
 
+/// Triton's statistics of one version (the statistics extension): request outcomes, time in
+/// queue and in the model, cache use, all cumulative since load.
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    success: Tally,
+    fail: Tally,
+    queue: Tally,
+    compute_infer: Tally,
+    cache_hit: Tally,
+    cache_miss: Tally,
+    inference_count: AtomicU64,
+    execution_count: AtomicU64,
+    last_inference_ms: AtomicU64,
+}
+
+/// A count and the nanoseconds spent.
+#[derive(Debug, Default)]
+struct Tally {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count.load(Ordering::Relaxed),
+            "ns": self.ns.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl VersionStats {
+    /// The statistics in Triton's `model_stats` entry shape.
+    pub fn to_json(&self, name: &str, version: u64) -> serde_json::Value {
+        let zero = Tally::default().json();
+        serde_json::json!({
+            "name": name,
+            "version": version.to_string(),
+            "last_inference": self.last_inference_ms.load(Ordering::Relaxed),
+            "inference_count": self.inference_count.load(Ordering::Relaxed),
+            "execution_count": self.execution_count.load(Ordering::Relaxed),
+            "inference_stats": {
+                "success": self.success.json(),
+                "fail": self.fail.json(),
+                "queue": self.queue.json(),
+                // Inputs and outputs are converted inside the timed run.
+                "compute_input": zero,
+                "compute_infer": self.compute_infer.json(),
+                "compute_output": zero,
+                "cache_hit": self.cache_hit.json(),
+                "cache_miss": self.cache_miss.json(),
+            },
+            "batch_stats": [],
+        })
+    }
+
+    fn answered(&self, rows: u64) {
+        self.inference_count.fetch_add(rows, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_inference_ms.store(now, Ordering::Relaxed);
+    }
+}
+
 /// Counts a request as pending for as long as it lives, including when its caller gives up
 /// and drops it mid-wait.
 struct Pending(prometheus::IntGauge);
@@ -539,6 +631,7 @@ struct Runner {
     config: ModelConfig,
     text: Option<TextTask>,
     metrics: ServingMetrics,
+    stats: VersionStats,
 }
 
 impl Runner {
@@ -696,6 +789,8 @@ impl Runner {
             .with_label_values(&labels)
             .inc_by(micros(computing.elapsed()));
         self.metrics.exec_count.with_label_values(&labels).inc();
+        self.stats.compute_infer.add(computing.elapsed());
+        self.stats.execution_count.fetch_add(1, Ordering::Relaxed);
         outputs
             .iter()
             .map(|name| {

@@ -149,6 +149,9 @@ print(json.dumps({
     "ready": client.is_model_ready("minilm", headers=headers),
     "inputs": [i["name"] for i in meta["inputs"]],
     "diffs": diffs,
+    "stats": client.get_inference_statistics("minilm", headers=headers),
+    "all_stats": client.get_inference_statistics(headers=headers),
+    "extensions": client.get_server_metadata(headers=headers)["extensions"],
 }))
 "#;
     let model = vendor().join("models/all-MiniLM-L6-v2/model.onnx");
@@ -166,6 +169,39 @@ print(json.dumps({
             "{kind} output differs from onnxruntime by {diff}"
         );
     }
+    // Triton's statistics extension, read by tritonclient: two requests of two rows each,
+    // each run alone (the model does not batch dynamically).
+    assert!(
+        result["extensions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("statistics")),
+        "{result}"
+    );
+    let stats = &result["stats"]["model_stats"];
+    assert_eq!(stats.as_array().map(Vec::len), Some(1), "{result}");
+    let m = &stats[0];
+    assert_eq!((&m["name"], &m["version"]), (&json!("minilm"), &json!("1")));
+    assert_eq!(m["inference_count"], 4, "{m}");
+    assert_eq!(m["execution_count"], 2, "{m}");
+    let s = &m["inference_stats"];
+    assert_eq!(s["success"]["count"], 2, "{m}");
+    assert_eq!(s["fail"]["count"], 0, "{m}");
+    assert_eq!(s["queue"]["count"], 2, "{m}");
+    assert_eq!(s["compute_infer"]["count"], 2, "{m}");
+    assert!(
+        s["success"]["ns"].as_u64().unwrap() >= s["compute_infer"]["ns"].as_u64().unwrap(),
+        "a request lasts at least its run: {m}"
+    );
+    assert!(m["last_inference"].as_u64().unwrap() > 0, "{m}");
+    // Every served model, the built-in embedding model included.
+    let names: Vec<&str> = result["all_stats"]["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["all-MiniLM-L6-v2", "minilm"], "{result}");
 }
 
 #[test]
