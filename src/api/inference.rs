@@ -1,12 +1,12 @@
 //! `POST /api/v1/inference`: text in, a label or a vector out, per input.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, Caller};
 use crate::daemon::App;
@@ -32,7 +32,7 @@ pub async fn infer(
     State(app): State<Arc<App>>,
     _c: Caller,
     ApiJson(req): ApiJson<InferenceRequest>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<InferenceResponse>, Problem> {
     let texts = match (req.text, req.texts) {
         (Some(t), None) => vec![t],
         (None, Some(ts)) if !ts.is_empty() => ts,
@@ -57,16 +57,16 @@ pub async fn infer(
     let classifies = matches!(model.text_task()?.task, Task::Classification { .. });
     let started = Instant::now();
     let max_length = req.max_length;
-    let results: Vec<Value> = if classifies {
+    let outputs: Vec<Output> = if classifies {
         model
             .classify(&texts, max_length)
             .await?
             .0
             .into_iter()
-            .map(|c| {
-                let scores: serde_json::Map<String, Value> =
-                    c.scores.into_iter().map(|(l, s)| (l, json!(s))).collect();
-                json!({ "result": c.label, "confidence": c.confidence, "scores": scores })
+            .map(|c| Output {
+                result: Answer::Label(c.label),
+                confidence: Some(c.confidence),
+                scores: Some(c.scores.into_iter().collect()),
             })
             .collect()
     } else {
@@ -75,20 +75,50 @@ pub async fn infer(
             .await?
             .0
             .into_iter()
-            .map(|v| json!({ "result": v, "confidence": null }))
+            .map(|v| Output {
+                result: Answer::Vector(v),
+                confidence: None,
+                scores: None,
+            })
             .collect()
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let results: Vec<Value> = results
-        .into_iter()
-        .map(|mut r| {
-            r["latency_ms"] = json!(latency_ms);
-            r
-        })
-        .collect();
-    Ok(Json(json!({
-        "model_name": model.name,
-        "model_version": model.version.to_string(),
-        "results": results,
-    })))
+    Ok(Json(InferenceResponse {
+        model_name: model.name.clone(),
+        model_version: model.version.to_string(),
+        results: outputs
+            .into_iter()
+            .map(|output| TextResult { output, latency_ms })
+            .collect(),
+    }))
+}
+
+/// The answer, serialised as it is built; vectors and scores keep their `f32` precision.
+#[derive(Serialize)]
+pub struct InferenceResponse {
+    model_name: String,
+    model_version: String,
+    results: Vec<TextResult>,
+}
+
+#[derive(Serialize)]
+struct TextResult {
+    #[serde(flatten)]
+    output: Output,
+    latency_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Output {
+    result: Answer,
+    confidence: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scores: Option<BTreeMap<String, f32>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Label(String),
+    Vector(Vec<f32>),
 }
