@@ -165,7 +165,7 @@ fn classify_rows(
 }
 
 /// One text's classification.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Classified {
     /// The most likely label.
     pub label: String,
@@ -242,9 +242,12 @@ impl ServedModel {
         texts: &[String],
         max_length: Option<usize>,
     ) -> Result<(Vec<Vec<f32>>, usize), ServingError> {
+        if !matches!(self.text_task()?.task, Task::Embedding { .. }) {
+            return Err(self.wrong_task("classifies text; it does not embed it"));
+        }
         self.answer(texts, max_length, |out| match out {
-            TextOutput::Vector(v) => Ok(v),
-            TextOutput::Class(_) => Err("classifies text; it does not embed it"),
+            TextOutput::Vector(v) => Some(v),
+            TextOutput::Class(_) => None,
         })
         .await
     }
@@ -255,35 +258,37 @@ impl ServedModel {
         texts: &[String],
         max_length: Option<usize>,
     ) -> Result<(Vec<Classified>, usize), ServingError> {
+        if !matches!(self.text_task()?.task, Task::Classification { .. }) {
+            return Err(self.wrong_task("embeds text; it does not classify it"));
+        }
         self.answer(texts, max_length, |out| match out {
-            TextOutput::Class(c) => Ok(c),
-            TextOutput::Vector(_) => Err("embeds text; it does not classify it"),
+            TextOutput::Class(c) => Some(c),
+            TextOutput::Vector(_) => None,
         })
         .await
     }
 
-    /// Runs texts and takes the kind of answer wanted from each; `pick` says what the model
-    /// does instead when it answers another kind.
+    fn wrong_task(&self, what: &str) -> ServingError {
+        ServingError::Invalid(format!("model {:?} {what}", self.name))
+    }
+
+    /// Runs texts and takes the answer of the task already checked from each, with the tokens
+    /// used.
     async fn answer<T>(
         &self,
         texts: &[String],
         max_length: Option<usize>,
-        pick: fn(TextOutput) -> Result<T, &'static str>,
+        pick: fn(TextOutput) -> Option<T>,
     ) -> Result<(Vec<T>, usize), ServingError> {
-        let wrong = |what: &str| ServingError::Invalid(format!("model {:?} {what}", self.name));
-        // Refused before any work when the task does not match.
-        let probe = match &self.text_task()?.task {
-            Task::Embedding { .. } => TextOutput::Vector(Vec::new()),
-            Task::Classification { .. } => TextOutput::Class(Classified::default()),
-        };
-        pick(probe).map_err(wrong)?;
         let answers = self.run_texts(texts, max_length).await?;
         let tokens = answers.iter().map(|(_, n)| n).sum();
-        let picked = answers
-            .into_iter()
-            .map(|(out, _)| pick(out).map_err(wrong))
-            .collect::<Result<_, _>>()?;
-        Ok((picked, tokens))
+        Ok((
+            answers
+                .into_iter()
+                .filter_map(|(out, _)| pick(out))
+                .collect(),
+            tokens,
+        ))
     }
 
     /// Tokenises texts and queues them: the instance's worker only runs the model. A few
