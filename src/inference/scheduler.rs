@@ -91,6 +91,17 @@ struct Queue<J, R> {
     broken: Option<String>,
 }
 
+impl<J, R> Queue<J, R> {
+    /// Where the next batch comes from: requests in time first, late ones when none is left.
+    fn next_source(&mut self) -> &mut VecDeque<Job<J, R>> {
+        if self.waiting.is_empty() {
+            &mut self.delayed
+        } else {
+            &mut self.waiting
+        }
+    }
+}
+
 struct Shared<J, R> {
     model: String,
     policy: SchedulePolicy,
@@ -315,14 +326,10 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
         // Requests whose callers gave up are not worth a run.
         queue.waiting.retain(|j| !j.reply.is_closed());
         queue.delayed.retain(|j| !j.reply.is_closed());
-        let from_delayed = queue.waiting.is_empty();
-        let source = if from_delayed {
-            &queue.delayed
-        } else {
-            &queue.waiting
-        };
+        let closing = queue.closing;
+        let source: &VecDeque<_> = queue.next_source();
         let Some(seed) = source.front() else {
-            if queue.closing {
+            if closing {
                 return None;
             }
             queue = shared
@@ -332,12 +339,7 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
             continue;
         };
         let Some(batching) = &policy.batching else {
-            let source = if from_delayed {
-                &mut queue.delayed
-            } else {
-                &mut queue.waiting
-            };
-            return source.pop_front().map(|j| vec![j]);
+            return queue.next_source().pop_front().map(|j| vec![j]);
         };
         let rule = shared.rule.as_ref();
         let ready: usize = source
@@ -347,7 +349,7 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
             .sum();
         let deadline = seed.enqueued + batching.max_delay;
         let full = ready >= batching.max_batch || batching.preferred.contains(&ready);
-        if !full && now < deadline && !queue.closing {
+        if !full && now < deadline && !closing {
             queue = shared
                 .arrived
                 .wait_timeout(queue, deadline - now)
@@ -373,11 +375,7 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
         chosen.push(0);
         chosen.sort_unstable();
         chosen.dedup();
-        let source = if from_delayed {
-            &mut queue.delayed
-        } else {
-            &mut queue.waiting
-        };
+        let source = queue.next_source();
         let mut batch = Vec::with_capacity(chosen.len());
         let mut kept = VecDeque::with_capacity(source.len());
         for (i, job) in source.drain(..).enumerate() {
