@@ -65,39 +65,67 @@ impl BlobStore {
     /// Streams `reader` into the store and returns its id and size. Storing content that is
     /// already present is cheap and leaves the existing blob untouched.
     pub fn put(&self, mut reader: impl Read) -> Result<(BlobId, u64), StoreError> {
-        let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(|e| StoreError::io("cannot create temporary blob in", &tmp_dir, e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let mut writer = self.writer()?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader
                 .read(&mut buf)
-                .map_err(|e| StoreError::io("cannot read blob source for", tmp.path(), e))?;
+                .map_err(|e| StoreError::io("cannot read blob source for", writer.tmp.path(), e))?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|e| StoreError::io("cannot write", tmp.path(), e))?;
-            size += n as u64;
+            writer.write(&buf[..n])?;
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| StoreError::io("cannot sync", tmp.path(), e))?;
-        let id = BlobId(hex::encode(hasher.finalize()));
-        let dest = self.path(&id);
-        if dest.exists() {
-            return Ok((id, size));
+        writer.commit()
+    }
+
+    /// Starts a blob written piece by piece (an upload arriving from the network); nothing is
+    /// stored unless [`BlobWriter::commit`] is called.
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| StoreError::io("cannot create temporary blob in", &tmp_dir, e))?;
+        Ok(BlobWriter {
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            store: self.clone(),
+        })
+    }
+
+    /// Every stored blob (walks the folders; for start-up housekeeping, not hot paths).
+    pub fn ids(&self) -> Vec<BlobId> {
+        let mut out = Vec::new();
+        let dirs = |p: &Path| {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        };
+        for first in dirs(&self.root) {
+            if first.file_name().is_some_and(|n| n == "tmp") {
+                continue;
+            }
+            for second in dirs(&first) {
+                for file in dirs(&second) {
+                    if let Some(id) = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.parse::<BlobId>().ok())
+                    {
+                        out.push(id);
+                    }
+                }
+            }
         }
-        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| StoreError::io("cannot create blob folder", &parent, e))?;
-        tmp.persist(&dest)
-            .map_err(|e| StoreError::io("cannot move blob into", &dest, e.error))?;
-        sync_dir(&parent)?;
-        Ok((id, size))
+        out
+    }
+
+    /// Where a blob lives on disk (for readers that need a path, such as the extractor).
+    pub fn path_of(&self, id: &BlobId) -> PathBuf {
+        self.path(id)
     }
 
     /// Opens a stored blob for reading.
@@ -123,6 +151,56 @@ impl BlobStore {
 
     fn path(&self, id: &BlobId) -> PathBuf {
         self.root.join(&id.0[..2]).join(&id.0[2..4]).join(&id.0)
+    }
+}
+
+/// A blob being written; dropped without [`BlobWriter::commit`], it leaves nothing behind.
+pub struct BlobWriter {
+    tmp: tempfile::NamedTempFile,
+    hasher: Sha256,
+    size: u64,
+    store: BlobStore,
+}
+
+impl BlobWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(bytes);
+        self.tmp
+            .write_all(bytes)
+            .map_err(|e| StoreError::io("cannot write", self.tmp.path(), e))?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the blob durable (fsync, rename, fsync of the folder) and returns its id and size.
+    pub fn commit(self) -> Result<(BlobId, u64), StoreError> {
+        let BlobWriter {
+            tmp,
+            hasher,
+            size,
+            store,
+        } = self;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io("cannot sync", tmp.path(), e))?;
+        let id = BlobId(hex::encode(hasher.finalize()));
+        let dest = store.path(&id);
+        if dest.exists() {
+            return Ok((id, size));
+        }
+        let parent = dest.parent().unwrap_or(&store.root).to_path_buf();
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| StoreError::io("cannot create blob folder", &parent, e))?;
+        tmp.persist(&dest)
+            .map_err(|e| StoreError::io("cannot move blob into", &dest, e.error))?;
+        sync_dir(&parent)?;
+        Ok((id, size))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-pub use blob::{BlobId, BlobStore};
+pub use blob::{BlobId, BlobStore, BlobWriter};
 pub use lock::{DataDirLock, Holder, LockError, holder as lock_holder};
 pub use migrations::SCHEMA_VERSION;
 
