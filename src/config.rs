@@ -39,6 +39,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// The model repository and how it is served.
     pub serving: ServingConfig,
+    /// The knowledge base.
+    pub kb: KbConfig,
     /// Logging settings.
     pub log: LogConfig,
 }
@@ -147,6 +149,60 @@ pub struct ServingConfig {
     pub cache_bytes: u64,
     /// How long a cached answer stays valid.
     pub cache_ttl_seconds: u64,
+}
+
+/// `[kb]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KbConfig {
+    /// Largest accepted document.
+    pub max_document_bytes: u64,
+    /// Documents processed at the same time.
+    pub ingest_workers: usize,
+    /// Wall-time bound of one extraction.
+    pub extract_timeout_seconds: u64,
+    /// Address-space bound of one extraction process.
+    pub extract_memory_bytes: u64,
+    /// Bound on the decompressed size of zip-based documents.
+    pub max_decompressed_bytes: u64,
+    /// Bound on the text extracted from one document.
+    pub max_text_bytes: u64,
+    /// Tokens per chunk (capped by the embedding model).
+    pub chunk_tokens: usize,
+    /// Tokens shared by neighbouring chunks of one long section.
+    pub chunk_overlap_tokens: usize,
+    /// Scalar kind stored in the vector index.
+    pub vector_scalar: VectorScalar,
+    /// HNSW graph connectivity (M).
+    pub hnsw_connectivity: usize,
+    /// HNSW candidate list size while adding.
+    pub hnsw_expansion_add: usize,
+    /// HNSW candidate list size while searching.
+    pub hnsw_expansion_search: usize,
+    /// Full-text language of new collections.
+    pub default_language: String,
+    /// Reciprocal-rank fusion constant.
+    pub rrf_k: f64,
+    /// Weight of the full-text ranking in hybrid search.
+    pub rrf_text_weight: f64,
+    /// Weight of the vector ranking in hybrid search.
+    pub rrf_vector_weight: f64,
+    /// How often changed vector indexes are saved.
+    pub index_save_interval_seconds: u64,
+}
+
+/// Scalar kind of stored vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorScalar {
+    /// 32-bit floats: exact.
+    F32,
+    /// bfloat16: half the memory, same recall on embedding vectors.
+    Bf16,
+    /// IEEE half floats.
+    F16,
+    /// 8-bit integers, quantised per vector.
+    I8,
 }
 
 /// Triton's model control modes.
@@ -571,7 +627,7 @@ impl Config {
                 "set both tls.certificate and tls.private_key, or neither".to_string(),
             ));
         }
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 16] = [
             (
                 "auth.access_token_ttl_seconds",
                 self.auth.access_token_ttl_seconds,
@@ -584,6 +640,25 @@ impl Config {
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("serving.max_request_bytes", self.serving.max_request_bytes),
             ("serving.cache_ttl_seconds", self.serving.cache_ttl_seconds),
+            ("kb.max_document_bytes", self.kb.max_document_bytes),
+            ("kb.ingest_workers", self.kb.ingest_workers as u64),
+            (
+                "kb.extract_timeout_seconds",
+                self.kb.extract_timeout_seconds,
+            ),
+            ("kb.extract_memory_bytes", self.kb.extract_memory_bytes),
+            ("kb.max_decompressed_bytes", self.kb.max_decompressed_bytes),
+            ("kb.max_text_bytes", self.kb.max_text_bytes),
+            ("kb.chunk_tokens", self.kb.chunk_tokens as u64),
+            ("kb.hnsw_connectivity", self.kb.hnsw_connectivity as u64),
+            (
+                "kb.hnsw_expansion_search",
+                self.kb.hnsw_expansion_search as u64,
+            ),
+            (
+                "kb.index_save_interval_seconds",
+                self.kb.index_save_interval_seconds,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -609,6 +684,34 @@ impl Config {
                 "serving.poll_interval_seconds",
                 "must be greater than 0".to_string(),
             ));
+        }
+        if self.kb.chunk_overlap_tokens * 2 > self.kb.chunk_tokens {
+            return Err((
+                "kb.chunk_overlap_tokens",
+                format!(
+                    "{} is more than half of kb.chunk_tokens ({}): chunks would repeat more than they add",
+                    self.kb.chunk_overlap_tokens, self.kb.chunk_tokens
+                ),
+            ));
+        }
+        if crate::kb::Language::parse(&self.kb.default_language).is_none() {
+            return Err((
+                "kb.default_language",
+                format!(
+                    "unknown language {:?}: use one of {}",
+                    self.kb.default_language,
+                    crate::kb::Language::NAMES.join(", ")
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("kb.rrf_k", self.kb.rrf_k),
+            ("kb.rrf_text_weight", self.kb.rrf_text_weight),
+            ("kb.rrf_vector_weight", self.kb.rrf_vector_weight),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err((key, "must be a number of 0 or more".to_string()));
+            }
         }
         if self.auth.min_password_length < 8 {
             return Err(("auth.min_password_length", "must be at least 8".to_string()));

@@ -11,5 +11,6 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod inference;
+pub mod kb;
 pub mod store;
 pub mod telemetry;

@@ -20,3 +20,4 @@ pub use runtime::{
     check_model_files, file_sha256, find_library,
 };
 pub use served::{Classified, ServedModel};
+pub use text::TextTask;

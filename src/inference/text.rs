@@ -53,6 +53,8 @@ pub struct TextTask {
     /// The task.
     pub task: Task,
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, to measure and split long texts.
+    untruncated: Tokenizer,
     pad_id: i64,
     pad_type_id: i64,
     /// Inputs the model takes, among `input_ids`, `attention_mask`, `token_type_ids`.
@@ -188,6 +190,10 @@ impl TextTask {
             .map_or((0, 0), |p| (i64::from(p.pad_id), i64::from(p.pad_type_id)));
         // Padding is done per batch here, to the batch's longest text.
         tokenizer.with_padding(None);
+        let mut untruncated = tokenizer.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| format!("tokenizer truncation: {e}"))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -204,6 +210,7 @@ impl TextTask {
         Ok(Some(TextTask {
             task,
             tokenizer,
+            untruncated,
             pad_id,
             pad_type_id,
             takes_mask: has("attention_mask"),
@@ -225,6 +232,27 @@ impl TextTask {
                 })?,
             },
         }))
+    }
+
+    /// Tokens kept per text, special tokens included.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokens the model adds around every text (such as `[CLS]` and `[SEP]`).
+    pub fn special_tokens(&self) -> usize {
+        use tokenizers::PostProcessor;
+        self.tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false))
+    }
+
+    /// Byte ranges of the tokens of `text`, without special tokens and without truncation.
+    pub fn token_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.untruncated
+            .encode(text, false)
+            .map(|e| e.get_offsets().iter().map(|(a, b)| *a..*b).collect())
+            .unwrap_or_default()
     }
 
     /// Tokenises `texts`, truncated to the model's `max_length`, or to `max_length` when it is

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The daemon's metrics registry and the HTTP instruments.
@@ -14,6 +14,69 @@ pub struct Metrics {
     duration: HistogramVec,
     in_flight: IntGauge,
     serving: ServingMetrics,
+    kb: KbMetrics,
+}
+
+/// Knowledge-base ingestion metrics.
+#[derive(Clone)]
+pub struct KbMetrics {
+    /// Documents waiting, in progress or failed, by status (the first three are the queue).
+    pub documents: IntGaugeVec,
+    /// Chunks made searchable (its rate is the ingestion speed in chunks/s).
+    pub chunks_indexed: IntCounter,
+    /// Documents made searchable.
+    pub documents_indexed: IntCounter,
+    /// Documents that failed, by reason.
+    pub documents_failed: IntCounterVec,
+    /// Time per document in each pipeline stage.
+    pub stage_seconds: HistogramVec,
+}
+
+impl KbMetrics {
+    fn new(registry: &Registry) -> Result<KbMetrics, prometheus::Error> {
+        let documents = IntGaugeVec::new(
+            Opts::new(
+                "sparkbrain_kb_documents",
+                "Knowledge-base documents queued, extracting, embedding (the ingestion queue) or failed.",
+            ),
+            &["status"],
+        )?;
+        registry.register(Box::new(documents.clone()))?;
+        let chunks_indexed = IntCounter::new(
+            "sparkbrain_kb_chunks_indexed_total",
+            "Chunks made searchable; its rate is the ingestion speed.",
+        )?;
+        registry.register(Box::new(chunks_indexed.clone()))?;
+        let documents_indexed = IntCounter::new(
+            "sparkbrain_kb_documents_indexed_total",
+            "Documents made searchable.",
+        )?;
+        registry.register(Box::new(documents_indexed.clone()))?;
+        let documents_failed = IntCounterVec::new(
+            Opts::new(
+                "sparkbrain_kb_documents_failed_total",
+                "Documents that failed ingestion, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(documents_failed.clone()))?;
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sparkbrain_kb_stage_duration_seconds",
+                "Time one document spent in an ingestion stage (extract, chunk, embed, store).",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        registry.register(Box::new(stage_seconds.clone()))?;
+        Ok(KbMetrics {
+            documents,
+            chunks_indexed,
+            documents_indexed,
+            documents_failed,
+            stage_seconds,
+        })
+    }
 }
 
 /// Model-serving metrics under Triton's names and labels (`model`, `version`), so existing
@@ -149,18 +212,25 @@ impl Metrics {
         )?;
         registry.register(Box::new(in_flight.clone()))?;
         let serving = ServingMetrics::new(&registry)?;
+        let kb = KbMetrics::new(&registry)?;
         Ok(Metrics {
             registry,
             requests,
             duration,
             in_flight,
             serving,
+            kb,
         })
     }
 
     /// The model-serving instruments.
     pub fn serving(&self) -> ServingMetrics {
         self.serving.clone()
+    }
+
+    /// The knowledge-base instruments.
+    pub fn kb(&self) -> KbMetrics {
+        self.kb.clone()
     }
 
     /// Marks a request as started; the guard records it when finished.

@@ -1,0 +1,588 @@
+//! The derived indexes of every collection, and the applier thread that keeps them in step
+//! with the `index_changes` log in SQLite.
+//!
+//! Each index records the last change it holds (the vector file's name, the text index's
+//! commit payload). At start, and whenever the log grows, the applier applies what follows;
+//! so a lost, stale or unreadable index is rebuilt from the database, never trusted blindly.
+
+mod text;
+mod vector;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+pub use text::TextIndex;
+pub use vector::{VectorIndex, VectorSettings};
+
+use super::chunk::indexed_text;
+use super::{KbError, Language};
+use crate::config::KbConfig;
+use crate::store::{Store, now_ms};
+use crate::telemetry::metrics::KbMetrics;
+
+/// Changes applied per collection before the text index commits and others get a turn.
+const BATCH: i64 = 4096;
+
+/// The indexes of one collection.
+pub struct CollectionIndex {
+    /// Vectors (usearch).
+    pub vectors: VectorIndex,
+    /// Full text (tantivy).
+    pub text: TextIndex,
+    text_applied: AtomicI64,
+    vector_applied: AtomicI64,
+    vector_saved: AtomicI64,
+}
+
+/// What `GET /api/v1/collections/{c}` shows of a collection's indexes.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexState {
+    /// Vectors in the vector index.
+    pub vectors: usize,
+    /// Chunks in the text index.
+    pub text_chunks: u64,
+    /// Last change of the log both indexes hold.
+    pub applied_change: i64,
+    /// Last change the saved vector file holds.
+    pub saved_change: i64,
+    /// SIMD kernels used for vector distances.
+    pub acceleration: String,
+}
+
+/// Every collection's indexes.
+pub struct Indexes {
+    root: PathBuf,
+    config: KbConfig,
+    open: RwLock<HashMap<i64, Arc<CollectionIndex>>>,
+    /// Collections deleted, whose folders the applier removes.
+    dropped: Mutex<Vec<i64>>,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Every change up to here is applied to every index: the log needs no scan below it.
+    applied_upto: AtomicI64,
+    metrics: KbMetrics,
+}
+
+/// One change of the log.
+struct Change {
+    seq: i64,
+    document: i64,
+    add: bool,
+    chunk_ids: Vec<u64>,
+}
+
+impl Indexes {
+    /// Opens every collection's indexes and replays the log into them; removes index folders
+    /// of collections that no longer exist.
+    pub fn open(
+        root: &Path,
+        config: &KbConfig,
+        store: &Store,
+        metrics: KbMetrics,
+    ) -> Result<Indexes, KbError> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| KbError::io("cannot create the index folder", &e))?;
+        let indexes = Indexes {
+            root: root.to_path_buf(),
+            config: config.clone(),
+            open: RwLock::new(HashMap::new()),
+            dropped: Mutex::new(Vec::new()),
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+            applier: Mutex::new(None),
+            applied_upto: AtomicI64::new(0),
+            metrics,
+        };
+        let ids: Vec<i64> = store.with_conn(|conn| -> Result<Vec<i64>, KbError> {
+            let mut stmt = conn.prepare("SELECT id FROM collections")?;
+            Ok(stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })?;
+        let known: HashSet<String> = ids.iter().map(i64::to_string).collect();
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !known.contains(&name) {
+                // A collection deleted while the daemon stopped before removing its folder.
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        for id in ids {
+            store.with_conn(|conn| indexes.ensure(conn, id).map(|_| ()))?;
+        }
+        let started = Instant::now();
+        store.with_conn(|conn| indexes.apply_all(conn))?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "indexes replayed"
+        );
+        Ok(indexes)
+    }
+
+    /// Folder of the indexes.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A collection's indexes, if it has any yet.
+    pub fn get(&self, collection: i64) -> Option<Arc<CollectionIndex>> {
+        self.open.read().ok()?.get(&collection).cloned()
+    }
+
+    /// State of a collection's indexes.
+    pub fn state(&self, collection: i64) -> Option<IndexState> {
+        let index = self.get(collection)?;
+        Some(IndexState {
+            vectors: index.vectors.len(),
+            text_chunks: index.text.len(),
+            applied_change: index
+                .text_applied
+                .load(Ordering::Acquire)
+                .min(index.vector_applied.load(Ordering::Acquire)),
+            saved_change: index.vector_saved.load(Ordering::Acquire),
+            acceleration: index.vectors.acceleration(),
+        })
+    }
+
+    /// Opens a collection's indexes if they are not open yet.
+    fn ensure(&self, conn: &Connection, id: i64) -> Result<Arc<CollectionIndex>, KbError> {
+        if let Some(index) = self.get(id) {
+            return Ok(index);
+        }
+        let row: Option<(i64, String, i64)> = conn
+            .query_row(
+                "SELECT dimensions, language, log_compacted_upto FROM collections WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((dimensions, language, compacted)) = row else {
+            return Err(KbError::NotFound(format!("collection {id} is gone")));
+        };
+        let dir = self.root.join(id.to_string());
+        let settings = VectorSettings {
+            dimensions: dimensions as usize,
+            scalar: self.config.vector_scalar,
+            connectivity: self.config.hnsw_connectivity,
+            expansion_add: self.config.hnsw_expansion_add,
+            expansion_search: self.config.hnsw_expansion_search,
+        };
+        let (vectors, vector_applied) =
+            VectorIndex::open(&dir.join("vectors"), settings).map_err(KbError::Internal)?;
+        let (text, text_applied) = TextIndex::open(
+            &dir.join("text"),
+            Language::parse(&language).unwrap_or(Language::None),
+        )
+        .map_err(KbError::Internal)?;
+        let index = CollectionIndex {
+            vectors,
+            text,
+            text_applied: AtomicI64::new(text_applied),
+            vector_applied: AtomicI64::new(vector_applied),
+            vector_saved: AtomicI64::new(vector_applied),
+        };
+        if text_applied < compacted || vector_applied < compacted {
+            rebuild(conn, id, &index, compacted)?;
+        }
+        let index = Arc::new(index);
+        let mut open = self
+            .open
+            .write()
+            .map_err(|_| KbError::Internal("index map poisoned".into()))?;
+        Ok(open.entry(id).or_insert(index).clone())
+    }
+
+    /// Asks the applier to look at the log now.
+    pub fn wake(&self) {
+        let (flag, cv) = &self.wake;
+        if let Ok(mut f) = flag.lock() {
+            *f = true;
+            cv.notify_one();
+        }
+    }
+
+    /// Forgets a deleted collection's indexes; the applier removes the folder.
+    pub fn drop_collection(&self, id: i64) {
+        if let Ok(mut open) = self.open.write() {
+            open.remove(&id);
+        }
+        if let Ok(mut dropped) = self.dropped.lock() {
+            dropped.push(id);
+        }
+        self.wake();
+    }
+
+    /// Starts the applier thread.
+    pub fn start_applier(self: &Arc<Self>, store: Store, save_every_seconds: u64) {
+        let me = self.clone();
+        let every = Duration::from_secs(save_every_seconds);
+        let handle = std::thread::Builder::new()
+            .name("kb-index".into())
+            .spawn(move || me.run(store, every));
+        match handle {
+            Ok(h) => {
+                if let Ok(mut slot) = self.applier.lock() {
+                    *slot = Some(h);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the index applier thread"),
+        }
+    }
+
+    fn run(&self, store: Store, save_every: Duration) {
+        let mut last_save = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            {
+                let (flag, cv) = &self.wake;
+                if let Ok(guard) = flag.lock() {
+                    let (mut guard, _) = cv
+                        .wait_timeout_while(guard, Duration::from_secs(1), |woken| !*woken)
+                        .unwrap_or_else(|e| e.into_inner());
+                    *guard = false;
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            self.remove_dropped();
+            if let Err(e) = store.with_conn(|conn| self.apply_all(conn)) {
+                tracing::warn!(error = %e, "cannot apply index changes; retrying");
+            }
+            if last_save.elapsed() >= save_every {
+                last_save = Instant::now();
+                self.save_all(&store);
+            }
+            if let Err(e) = store.with_conn(|conn| self.count_documents(conn)) {
+                tracing::debug!(error = %e, "cannot count documents");
+            }
+        }
+    }
+
+    fn remove_dropped(&self) {
+        let ids: Vec<i64> = self
+            .dropped
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for id in ids {
+            let dir = self.root.join(id.to_string());
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted collection's indexes");
+            }
+        }
+    }
+
+    /// Stops the applier and saves every vector index.
+    pub fn shutdown(&self, store: &Store) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+        if let Some(handle) = self.applier.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+        self.save_all(store);
+    }
+
+    fn save_all(&self, store: &Store) {
+        let open: Vec<(i64, Arc<CollectionIndex>)> = self
+            .open
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default();
+        for (id, index) in open {
+            let applied = index.vector_applied.load(Ordering::Acquire);
+            if applied > index.vector_saved.load(Ordering::Acquire) {
+                match index.vectors.save(applied) {
+                    Ok(()) => index.vector_saved.store(applied, Ordering::Release),
+                    Err(e) => {
+                        tracing::warn!(collection = id, error = %e, "cannot save the vector index")
+                    }
+                }
+            }
+            // Both indexes hold everything up to here durably: the log before it is spent.
+            let spent = index
+                .vector_saved
+                .load(Ordering::Acquire)
+                .min(index.text_applied.load(Ordering::Acquire));
+            let _ = store.with_conn(|conn| -> Result<(), KbError> {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "DELETE FROM index_changes WHERE collection_id = ?1 AND seq <= ?2",
+                    params![id, spent],
+                )?;
+                tx.execute(
+                    "UPDATE collections SET log_compacted_upto = MAX(log_compacted_upto, ?2)
+                     WHERE id = ?1",
+                    params![id, spent],
+                )?;
+                tx.commit()?;
+                Ok(())
+            });
+        }
+    }
+
+    fn count_documents(&self, conn: &Connection) -> Result<(), KbError> {
+        let mut stmt =
+            conn.prepare_cached("SELECT status, COUNT(*) FROM documents GROUP BY status")?;
+        let counts: HashMap<String, i64> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for status in ["queued", "extracting", "embedding", "indexed", "failed"] {
+            self.metrics
+                .documents
+                .with_label_values(&[status])
+                .set(counts.get(status).copied().unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Applies every pending change of every collection.
+    fn apply_all(&self, conn: &Connection) -> Result<(), KbError> {
+        let done = self.applied_upto.load(Ordering::Acquire);
+        let newest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM index_changes", [], |r| {
+                r.get(0)
+            })?;
+        if newest <= done {
+            return Ok(());
+        }
+        let pending: Vec<(i64, i64)> = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT collection_id, MAX(seq) FROM index_changes WHERE seq > ?1
+                 GROUP BY collection_id",
+            )?;
+            stmt.query_map([done], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (id, last) in pending {
+            let index = match self.ensure(conn, id) {
+                Ok(index) => index,
+                Err(KbError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            loop {
+                let from = index
+                    .text_applied
+                    .load(Ordering::Acquire)
+                    .min(index.vector_applied.load(Ordering::Acquire));
+                if from >= last {
+                    break;
+                }
+                self.apply_batch(conn, id, &index, from)?;
+            }
+        }
+        self.applied_upto.fetch_max(newest, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Applies up to [`BATCH`] changes after `from`, commits the text index and marks the
+    /// documents added as indexed.
+    fn apply_batch(
+        &self,
+        conn: &Connection,
+        collection: i64,
+        index: &CollectionIndex,
+        from: i64,
+    ) -> Result<(), KbError> {
+        let changes: Vec<Change> = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, document_id, op, chunk_ids FROM index_changes
+                 WHERE collection_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(params![from, BATCH, collection], |r| {
+                let op: String = r.get(2)?;
+                let packed: Option<Vec<u8>> = r.get(3)?;
+                Ok(Change {
+                    seq: r.get(0)?,
+                    document: r.get(1)?,
+                    add: op == "add",
+                    chunk_ids: packed
+                        .unwrap_or_default()
+                        .chunks_exact(8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                        .collect(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return Ok(());
+        };
+        let text_from = index.text_applied.load(Ordering::Acquire);
+        let vector_from = index.vector_applied.load(Ordering::Acquire);
+        let mut added_docs = Vec::new();
+        let mut chunks_added = 0u64;
+        // Vector inserts are gathered so a large replay spreads them over threads; a removal
+        // first flushes what was gathered, keeping the log's order.
+        let mut pending: Vec<ChunkRow> = Vec::new();
+        let flush = |pending: &mut Vec<ChunkRow>| -> Result<(), KbError> {
+            let items: Vec<(u64, &[f32])> = pending
+                .iter()
+                .map(|c| (c.id, c.vector.as_slice()))
+                .collect();
+            index.vectors.add(&items).map_err(KbError::Internal)?;
+            pending.clear();
+            Ok(())
+        };
+        for change in &changes {
+            if change.add {
+                let chunks = chunk_rows(conn, change.document)?;
+                if change.seq > text_from {
+                    let texts: Vec<(u64, String)> =
+                        chunks.iter().map(|c| (c.id, c.indexed.clone())).collect();
+                    index
+                        .text
+                        .add(change.document as u64, &texts)
+                        .map_err(KbError::Internal)?;
+                }
+                chunks_added += chunks.len() as u64;
+                added_docs.push(change.document);
+                if change.seq > vector_from {
+                    pending.extend(chunks);
+                }
+            } else {
+                if change.seq > text_from {
+                    index
+                        .text
+                        .remove_document(change.document as u64)
+                        .map_err(KbError::Internal)?;
+                }
+                if change.seq > vector_from {
+                    flush(&mut pending)?;
+                    index
+                        .vectors
+                        .remove(&change.chunk_ids)
+                        .map_err(KbError::Internal)?;
+                }
+            }
+        }
+        flush(&mut pending)?;
+        if last > text_from {
+            index.text.commit(last).map_err(KbError::Internal)?;
+            index.text_applied.store(last, Ordering::Release);
+        }
+        if last > vector_from {
+            index.vector_applied.store(last, Ordering::Release);
+        }
+        let now = now_ms();
+        let mut marked = 0;
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut mark = tx.prepare_cached(
+                "UPDATE documents SET status = 'indexed', updated_at = ?2
+                 WHERE id = ?1 AND status = 'embedding'",
+            )?;
+            for doc in added_docs {
+                marked += mark.execute(params![doc, now])?;
+            }
+        }
+        tx.commit()?;
+        self.metrics.documents_indexed.inc_by(marked as u64);
+        self.metrics.chunks_indexed.inc_by(chunks_added);
+        Ok(())
+    }
+}
+
+/// Rebuilds the indexes of a collection that hold less than the log still has: from every
+/// stored chunk. Changes after `compacted` are replayed afterwards; adding a chunk twice is
+/// harmless to both indexes.
+fn rebuild(
+    conn: &Connection,
+    collection: i64,
+    index: &CollectionIndex,
+    compacted: i64,
+) -> Result<(), KbError> {
+    let started = Instant::now();
+    let text = index.text_applied.load(Ordering::Acquire) < compacted;
+    let vectors = index.vector_applied.load(Ordering::Acquire) < compacted;
+    tracing::warn!(
+        collection,
+        text,
+        vectors,
+        "an index is older than the change log; rebuilding it from the database"
+    );
+    if text {
+        index.text.clear().map_err(KbError::Internal)?;
+    }
+    if vectors {
+        index.vectors.clear().map_err(KbError::Internal)?;
+    }
+    let documents: Vec<i64> = {
+        let mut stmt = conn.prepare(
+            "SELECT id FROM documents WHERE collection_id = ?1 AND chunks > 0 ORDER BY id",
+        )?;
+        stmt.query_map([collection], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut count = 0usize;
+    for document in documents {
+        let chunks = chunk_rows(conn, document)?;
+        count += chunks.len();
+        if text {
+            let texts: Vec<(u64, String)> =
+                chunks.iter().map(|c| (c.id, c.indexed.clone())).collect();
+            index
+                .text
+                .add(document as u64, &texts)
+                .map_err(KbError::Internal)?;
+        }
+        if vectors {
+            let items: Vec<(u64, &[f32])> =
+                chunks.iter().map(|c| (c.id, c.vector.as_slice())).collect();
+            index.vectors.add(&items).map_err(KbError::Internal)?;
+        }
+    }
+    if text {
+        index.text.commit(compacted).map_err(KbError::Internal)?;
+        index.text_applied.store(compacted, Ordering::Release);
+    }
+    if vectors {
+        index.vectors.save(compacted).map_err(KbError::Internal)?;
+        index.vector_applied.store(compacted, Ordering::Release);
+        index.vector_saved.store(compacted, Ordering::Release);
+    }
+    tracing::info!(
+        collection,
+        chunks = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "index rebuilt"
+    );
+    Ok(())
+}
+
+/// A stored chunk as the indexes need it.
+struct ChunkRow {
+    id: u64,
+    indexed: String,
+    vector: Vec<f32>,
+}
+
+fn chunk_rows(conn: &Connection, document: i64) -> Result<Vec<ChunkRow>, KbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, text, heading, vector FROM chunks WHERE document_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([document], |r| {
+            let text: String = r.get(1)?;
+            let heading: Option<String> = r.get(2)?;
+            let bytes: Vec<u8> = r.get(3)?;
+            Ok(ChunkRow {
+                id: r.get::<_, i64>(0)? as u64,
+                indexed: indexed_text(&text, heading.as_deref()),
+                vector: bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
