@@ -39,3 +39,35 @@ impl From<crate::inference::ServingError> for Problem {
         }
     }
 }
+
+impl From<crate::kb::KbError> for Problem {
+    fn from(e: crate::kb::KbError) -> Self {
+        use crate::kb::KbError;
+        use axum::http::StatusCode;
+        match e {
+            KbError::NotFound(d) => Problem::not_found(d),
+            KbError::Forbidden(d) => Problem::forbidden(d),
+            KbError::Invalid(d) => Problem::unprocessable(d),
+            KbError::Conflict(d) => Problem::conflict(d),
+            KbError::TooLarge(d) => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", d)
+            }
+            KbError::Unsupported(d) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                d,
+            ),
+            KbError::NoSpace(d) => {
+                tracing::warn!("{d}");
+                Problem::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage", d)
+            }
+            KbError::Unavailable(d) => Problem::unavailable(d),
+            KbError::Internal(d) => {
+                tracing::error!(error = %d, "request failed");
+                Problem::internal(
+                    "the daemon could not complete the request; its log has the cause",
+                )
+            }
+        }
+    }
+}

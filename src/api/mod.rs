@@ -5,6 +5,7 @@ mod errors;
 mod extract;
 mod health;
 mod inference;
+mod kb;
 mod keys;
 mod kserve;
 mod openai;
@@ -49,7 +50,29 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))
-        .route("/inference", post(inference::infer));
+        .route("/inference", post(inference::infer))
+        .route("/collections", get(kb::list).post(kb::create))
+        .route(
+            "/collections/{name}",
+            get(kb::get).patch(kb::update).delete(kb::delete),
+        )
+        .route(
+            "/collections/{name}/documents",
+            get(kb::documents)
+                .post(kb::upload)
+                .layer(DefaultBodyLimit::max(
+                    // The document limit is checked while streaming, with a precise message; the
+                    // multipart framing around it needs a little room.
+                    usize::try_from(app.config.kb.max_document_bytes.saturating_add(1 << 20))
+                        .unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/documents/{id}",
+            get(kb::document).delete(kb::delete_document),
+        )
+        .route("/documents/{id}/content", get(kb::content))
+        .route("/search", post(kb::search));
     let metrics = if app.config.metrics.public {
         get(health::metrics_public)
     } else {

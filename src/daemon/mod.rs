@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::ControlMode;
 use crate::inference::{ModelManager, Runtime, RuntimeError};
+use crate::kb::KnowledgeBase;
 use crate::store::{BlobStore, DataDirLock, Store};
 use crate::telemetry::metrics::{Metrics, ServingMetrics};
 use crate::telemetry::systemd;
@@ -43,6 +44,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Set once the runtime loader has finished.
     pub runtime: OnceLock<RuntimeState>,
+    /// The knowledge base, once its indexes are open (or why they could not be).
+    pub kb: OnceLock<Result<Arc<KnowledgeBase>, String>>,
     /// When the daemon started.
     pub started: Instant,
     /// SHA-256 fingerprint of the TLS certificate, when serving TLS.
@@ -107,6 +110,23 @@ impl App {
                         name: "runtime",
                         ok: false,
                         detail: e.to_string(),
+                    },
+                });
+                checks.push(match self.kb.get() {
+                    Some(Ok(_)) => Check {
+                        name: "knowledge_base",
+                        ok: true,
+                        detail: "indexes open".into(),
+                    },
+                    Some(Err(e)) => Check {
+                        name: "knowledge_base",
+                        ok: false,
+                        detail: e.clone(),
+                    },
+                    None => Check {
+                        name: "knowledge_base",
+                        ok: false,
+                        detail: "opening the indexes".into(),
                     },
                 });
                 checks.push(match &state.embedding {
@@ -195,6 +215,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         metrics,
         runtime: OnceLock::new(),
+        kb: OnceLock::new(),
         started,
     });
     let router = crate::api::router(app.clone());
@@ -214,11 +235,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let loader = tokio::task::spawn_blocking(move || {
         load_runtime(&loader_app.config, loader_app.metrics.serving())
     });
+    // The indexes open (and replay) beside the runtime: both take a while on a big box.
+    let kb_app = app.clone();
+    let kb_loader = tokio::task::spawn_blocking(move || {
+        KnowledgeBase::open(
+            &kb_app.config,
+            kb_app.store.clone(),
+            kb_app.blobs.clone(),
+            kb_app.metrics.kb(),
+        )
+    });
     // A stop request while the runtime loads is honoured at once; the loader thread is left
     // to finish on its own (the process exits without waiting for it).
     let stopped_early = tokio::select! {
-        state = loader => {
+        loaded = async { tokio::join!(loader, kb_loader) } => {
+            let (state, kb) = loaded;
             let _ = app.runtime.set(state.context("the runtime loader failed")?);
+            let kb = kb
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            match &kb {
+                Ok(kb) => kb.start(app.models(), &tokio::runtime::Handle::current()),
+                Err(e) => tracing::error!(error = %e, "the knowledge base cannot open"),
+            }
+            let _ = app.kb.set(kb);
             false
         }
         () = signals.wait() => true,
@@ -270,6 +310,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if !finished {
         tracing::warn!("grace period over; dropping the requests still running");
+    }
+    if let Some(Ok(kb)) = app.kb.get() {
+        let kb = kb.clone();
+        tokio::task::spawn_blocking(move || kb.shutdown())
+            .await
+            .context("the knowledge base did not shut down")?;
     }
     app.store
         .with_conn(|c| {
