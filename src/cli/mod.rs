@@ -1,8 +1,11 @@
 //! The command line: one file per subcommand. `main.rs` parses and calls [`run`].
 
+mod client;
 mod completions;
 mod config_cmd;
 mod doctor;
+mod ingest;
+mod search;
 mod serve;
 mod status;
 mod user;
@@ -48,10 +51,17 @@ pub enum Command {
     User(user::Command),
     /// Check the installation: runtime, models, data directory, TLS certificate, disk space
     Doctor(doctor::Args),
+    /// Upload files and folders into a collection of the running daemon and wait until they are indexed (authenticates with SPARKBRAIN_API_KEY)
+    Ingest(ingest::Args),
+    /// Search the knowledge base of the running daemon (authenticates with SPARKBRAIN_API_KEY)
+    Search(search::Args),
     /// Print a shell completion script, e.g. `sparkbrain completions bash > /etc/bash_completion.d/sparkbrain`
     Completions(completions::Args),
     /// Print the manual page (roff), e.g. `sparkbrain man | man -l -`
     Man,
+    /// Extract one document's text as a JSON line (internal: the daemon runs it sandboxed)
+    #[command(hide = true, name = "__extract")]
+    Extract(crate::kb::extract::sandbox::ChildArgs),
 }
 
 /// Runs a parsed command line.
@@ -66,8 +76,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
         Command::User(cmd) => user::run(&file, cmd),
         Command::Doctor(args) => doctor::run(&file, args),
+        Command::Ingest(args) => ingest::run(&file, args),
+        Command::Search(args) => search::run(&file, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
+        // No configuration, no data directory: the child only reads the one file it is given.
+        Command::Extract(args) => crate::kb::extract::sandbox::child_main(args),
     }
 }
 

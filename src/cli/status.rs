@@ -1,18 +1,12 @@
 //! `sparkbrain status`: is a daemon running on the configured data directory, where, is it ready.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use anyhow::bail;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 
+use super::client::{self, Endpoint};
 use super::load;
 use crate::config::FileChoice;
-use crate::daemon::tls;
-use crate::store::{lock_holder, peek_schema_version};
+use crate::store::peek_schema_version;
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
@@ -25,26 +19,12 @@ pub struct Args {
 /// Prints the status; fails (exit 1) when no daemon runs or it is not ready.
 pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     let config = load(file)?.config;
-    let holder = lock_holder(&config.data_dir);
-    let pid = holder.as_ref().map(|h| h.pid);
-    // The running daemon's own record beats the configuration, which flags may have overridden.
-    let configured = format!(
-        "{}://{}",
-        if config.uses_tls() { "https" } else { "http" },
-        config.bind_addr()
-    );
-    let url = holder.and_then(|h| h.url).unwrap_or(configured);
-    let tls = url.starts_with("https://");
-    let fingerprint = tls
-        .then(|| {
-            let (cert, _) = tls::paths(&config);
-            tls::read_certs(&cert).map(|c| tls::fingerprint(&c[0]))
-        })
-        .transpose();
-    let (fingerprint, fingerprint_error) = match fingerprint {
-        Ok(f) => (f, None),
-        Err(e) => (None, Some(e.to_string())),
-    };
+    let Endpoint {
+        pid,
+        url,
+        fingerprint,
+        fingerprint_error,
+    } = client::local_endpoint(&config);
     let schema = peek_schema_version(&config.data_dir).ok().flatten();
     let probe = pid.map(|_| probe_ready(&url, fingerprint.as_deref()));
     let (ready, reasons) = match &probe {
@@ -101,42 +81,10 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Asks the running daemon at `url` for `/readyz`; over TLS the certificate is pinned to the
-/// one on disk. A wildcard address is reached through loopback.
+/// Asks the running daemon at `url` for `/readyz`.
 fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<(bool, Vec<String>)> {
-    let (scheme, authority) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow::anyhow!("the lock file holds a malformed address {url:?}"))?;
-    let mut addr: std::net::SocketAddr = authority
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the lock file holds a malformed address {url:?}"))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy();
-    if scheme == "https" {
-        let Some(fp) = fingerprint else {
-            bail!("the TLS certificate is not readable, so the daemon cannot be verified");
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint: fp.to_string(),
-                provider,
-            }))
-            .with_no_client_auth();
-        builder = builder.use_preconfigured_tls(tls);
-    }
-    let url = format!("{scheme}://{addr}/readyz");
-    let client = builder.build()?;
+    let client = client::http_client(url, fingerprint)?;
+    let url = format!("{}/readyz", client::reachable(url)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -154,59 +102,4 @@ fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<(bool, Ve
             .unwrap_or_default();
         Ok((ok, reasons))
     })
-}
-
-/// Accepts exactly the certificate with the given SHA-256 fingerprint.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if tls::fingerprint(end_entity) == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the daemon's certificate is not the one in the data directory".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
