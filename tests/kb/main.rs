@@ -1,0 +1,16 @@
+//! Black-box tests: the knowledge base.
+//!
+//! Every test starts the real `sparkbrain` binary on its own data directory, uploads real
+//! documents from `../shared/data` over HTTP, and checks what a user would check: statuses,
+//! permissions, search hits.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod collections;
+mod crash;
+mod disk_full;
+mod documents;
+mod extract;
+mod search;
+mod util;

@@ -1,0 +1,164 @@
+//! Search over real documents: text, vector and hybrid find the document a phrase comes from,
+//! with its page and a highlighted snippet; bad requests are refused precisely.
+
+use serde_json::{Value, json};
+
+use crate::util::{Kb, problem};
+
+fn first_document(hits: &[Value]) -> i64 {
+    hits.first()
+        .and_then(|h| h["document"].as_i64())
+        .expect("a hit")
+}
+
+#[test]
+fn each_mode_finds_the_right_document_with_citations() {
+    let mut kb = Kb::start();
+    kb.collection(&kb.alice, json!({"name": "library"}));
+    let pdf = kb.upload(&kb.alice, "library", "docling/pdf/sources/multi_page.pdf");
+    let duck = kb.upload(&kb.alice, "library", "docling/html/sources/wiki_duck.html");
+    let epub = kb.upload(
+        &kb.alice,
+        "library",
+        "unstructured/language-docs/eng_spa_mult.epub",
+    );
+    let word = kb.upload(
+        &kb.alice,
+        "library",
+        "docling/docx/sources/word_sample.docx",
+    );
+    for id in [pdf, duck, epub, word] {
+        kb.indexed(&kb.alice, id);
+    }
+    let doc: Value = kb
+        .get(&kb.alice, &format!("/api/v1/documents/{pdf}"))
+        .json()
+        .unwrap();
+    assert_eq!(doc["pages"], 5, "{doc}");
+
+    for mode in ["text", "vector", "hybrid"] {
+        let hits = kb.hits(
+            &kb.alice,
+            json!({"query": "ducks are waterfowl birds", "mode": mode, "top_k": 5}),
+        );
+        assert_eq!(first_document(&hits), duck, "{mode}: {hits:?}");
+        let query = "the typewriter patented by Christopher Latham Sholes";
+        let hits = kb.hits(&kb.alice, json!({"query": query, "mode": mode, "top_k": 5}));
+        assert_eq!(first_document(&hits), pdf, "{mode}: {hits:?}");
+        let hit = &hits[0];
+        // The typewriter's history is on the first page.
+        assert_eq!(hit["page_start"], 1, "{hit}");
+        assert_eq!(hit["collection"], "library");
+        assert!(
+            hit["chunk"]["text"].as_str().unwrap().contains("Sholes"),
+            "{hit}"
+        );
+    }
+
+    // The snippet marks the query's words.
+    let query = json!({"query": "born free and equal in dignity", "mode": "text", "top_k": 3});
+    let hits = kb.hits(&kb.alice, query);
+    assert_eq!(first_document(&hits), epub, "{hits:?}");
+    let snippet = &hits[0]["snippet"];
+    let text = snippet["text"].as_str().unwrap();
+    let marked: Vec<String> = snippet["highlights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            text[r[0].as_u64().unwrap() as usize..r[1].as_u64().unwrap() as usize].to_lowercase()
+        })
+        .collect();
+    assert!(
+        marked.iter().any(|w| w == "dignity" || w == "equal"),
+        "{snippet}"
+    );
+
+    // Filters narrow the documents.
+    let hits = kb.hits(
+        &kb.alice,
+        json!({"query": "ducks", "filters": {"documents": [word]}, "top_k": 5}),
+    );
+    assert!(hits.iter().all(|h| h["document"] == word), "{hits:?}");
+    let hits = kb.hits(
+        &kb.alice,
+        json!({"query": "word processor", "filters": {"formats": ["pdf"]}}),
+    );
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| h["document"] == pdf),
+        "{hits:?}"
+    );
+
+    // After a restart everything is still found (the indexes were saved or replayed).
+    kb.restart();
+    let hits = kb.hits(
+        &kb.alice,
+        json!({"query": "ducks are waterfowl birds", "mode": "vector"}),
+    );
+    assert_eq!(first_document(&hits), duck);
+}
+
+#[test]
+fn lost_indexes_are_rebuilt_from_the_database() {
+    let mut kb = Kb::start();
+    let c = kb.collection(&kb.alice, json!({"name": "library"}));
+    let duck = kb.upload(&kb.alice, "library", "docling/html/sources/wiki_duck.html");
+    let doc = kb.indexed(&kb.alice, duck);
+    kb.daemon.terminate();
+    kb.daemon.wait_exit(std::time::Duration::from_secs(30));
+    let dir = kb
+        .setup
+        .data_dir()
+        .join("kb/collections")
+        .join(c["id"].as_i64().unwrap().to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+    kb.restart_stopped();
+    let coll: Value = kb
+        .get(&kb.alice, "/api/v1/collections/library")
+        .json()
+        .unwrap();
+    assert_eq!(coll["index"]["vectors"], doc["chunks"], "{coll}");
+    assert_eq!(coll["index"]["text_chunks"], doc["chunks"], "{coll}");
+    for mode in ["text", "vector"] {
+        let hits = kb.hits(
+            &kb.alice,
+            json!({"query": "ducks are waterfowl birds", "mode": mode}),
+        );
+        assert_eq!(first_document(&hits), duck, "{mode}");
+    }
+}
+
+#[test]
+fn bad_searches_are_refused_precisely() {
+    let kb = Kb::start();
+    kb.collection(&kb.alice, json!({"name": "library"}));
+    let cases = [
+        (json!({"query": "   "}), 422, "empty"),
+        (json!({"query": "x", "top_k": 0}), 422, "top_k"),
+        (json!({"query": "x", "top_k": 5000}), 422, "top_k"),
+        (json!({"query": "x", "mode": "psychic"}), 422, "mode"),
+        (
+            json!({"query": "x", "collections": ["nowhere"]}),
+            404,
+            "nowhere",
+        ),
+        (
+            json!({"query": "x", "filters": {"formats": ["exe"]}}),
+            422,
+            "exe",
+        ),
+        (json!({"query": "x".repeat(5000)}), 422, "longer"),
+        (json!({"query": 42}), 422, "query"),
+        (json!({"q": "x"}), 422, "q"),
+    ];
+    for (body, status, word) in cases {
+        let (s, d) = problem(kb.search(&kb.alice, body.clone()));
+        assert_eq!(s, status, "{body}: {d}");
+        assert!(d.contains(word), "{body}: {d}");
+    }
+    // A query of stop words finds nothing in text mode rather than failing.
+    assert!(
+        kb.hits(&kb.alice, json!({"query": "the of and", "mode": "text"}))
+            .is_empty()
+    );
+}
