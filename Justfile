@@ -47,6 +47,14 @@ bench-idle:
 bench-serving: fetch
     bash benches/serving.sh
 
+# Document extraction: F1 against ground truth, and PDF text vs pdftotext (needs ../shared test documents)
+bench-extract: deps
+    bash benches/extract.sh
+
+# Knowledge-base speed: ingestion against raw embedding, search latency and recall at 10k/100k/1M chunks against FAISS, start-up
+bench-kb: fetch
+    bash benches/kb.sh
+
 # Write the man page to target/sparkbrain.1
 man:
     mkdir -p target

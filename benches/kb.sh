@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `just bench-kb`: the knowledge base's speed, each figure beside its baseline.
+#   1. Ingestion: chunks/s from upload to indexed over the Vaswani corpus (11,429 documents),
+#      against the embedding model's raw batch throughput (onnxruntime in process, batches of 32)
+#      on the same texts.
+#   2. Search latency p50/p99 per mode (text, vector, hybrid), in process and over HTTP, at each
+#      size of KB_BENCH_SIZES (default 10000 100000 1000000 chunks; the corpus is grown by
+#      repetition with new ids and slightly varied vectors), with the vector path's recall@10
+#      against exact search and its queries/s beside FAISS HNSW on the same vectors.
+#   3. Start-up: time from start to ready with the indexes of each size on disk.
+# Needs `just fetch`; installs the Python packages it uses. Not part of CI. The 1M step takes
+# a long while (building the indexes once); KB_BENCH_SIZES="10000 100000" is quicker.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+vendor="${VENDOR_DIR:-$repo/vendor}"
+shared="${SHARED_DIR:-$repo/../shared}"
+sizes="${KB_BENCH_SIZES:-10000 100000 1000000}"
+scalar="${KB_BENCH_SCALAR:-f32}"
+
+python3 -c "import faiss, numpy, requests, onnxruntime, tokenizers" 2>/dev/null ||
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet -r "$repo/benches/kb/requirements.txt"
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+cargo bench --no-run --quiet --bench kb_search --manifest-path "$repo/Cargo.toml" 2>/dev/null
+bin="$repo/target/release/sparkbrain"
+
+work="${KB_BENCH_DIR:-$(mktemp -d)}"
+pid=""
+cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; [[ -z "${KB_BENCH_DIR:-}" ]] && rm -rf "$work"; true; }
+trap cleanup EXIT
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+base="http://127.0.0.1:$port"
+cat > "$work/config.toml" <<TOML
+data_dir = "$work/data"
+[server]
+bind = "127.0.0.1:$port"
+[runtime]
+onnxruntime_library = "$vendor/onnxruntime/libonnxruntime.so.1.31.1"
+[models]
+embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
+embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+[kb]
+vector_scalar = "$scalar"
+[log]
+level = "warn"
+format = "terminal"
+TOML
+sb() { "$bin" --config "$work/config.toml" "$@"; }
+start() {
+  local t0; t0=$(date +%s.%N)
+  sb serve >>"$work/daemon.log" 2>&1 & pid=$!
+  until curl -sf "$base/readyz" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$work/daemon.log"; exit 1; }
+    sleep 0.02
+  done
+  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)"
+}
+stop() { kill "$pid"; wait "$pid" || true; pid=""; }
+
+# Real queries: the three retrieval collections' and the first XQuAD questions, 300 in all.
+python3 - "$shared" "$work/queries.json" <<'PY'
+import json, re, sys
+s = sys.argv[1] + "/data/retrieval"
+q = [" ".join(t.split()) for t in re.findall(r"<title>(.*?)</title>", open(s + "/vaswani/query-text.trec").read(), re.S)]
+q += [" ".join(t.split()) for t in re.findall(r"\.W\n(.*?)(?=\n\.I|\Z)", open(s + "/cranfield/cran.qry").read(), re.S)]
+q += [" ".join(t.split()) for t in re.findall(r"\.W\n(.*?)(?=\n\.[IXTAB] |\n\.I|\Z)", open(s + "/cisi/CISI.QRY").read(), re.S)]
+x = json.load(open(sys.argv[1] + "/data/qa/xquad/xquad.en.json"))
+q += [qa["question"] for a in x["data"] for p in a["paragraphs"] for qa in p["qas"]]
+json.dump([t for t in q if t][:300], open(sys.argv[2], "w"))
+PY
+
+if [[ ! -f "$work/data/sparkbrain.db" ]]; then
+  printf '%s\n' "bench-admin-password" | sb user add admin --role admin --password-stdin >/dev/null
+fi
+echo "start-up (empty): $(start) s" >&2
+token=$(curl -sf -X POST "$base/api/v1/auth/token" -d username=admin -d password=bench-admin-password | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+key=$(curl -sf -X POST "$base/api/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+
+echo "== 1. ingestion" >&2
+ingest=$(python3 "$repo/benches/kb/ingest.py" "$base" "$key" vaswani "$shared/data/retrieval/vaswani/corpus/doc-text.trec")
+stop
+python3 - "$work/data/sparkbrain.db" "$work/texts.json" <<'PY'
+import json, sqlite3, sys
+json.dump([r[0] for r in sqlite3.connect(sys.argv[1]).execute("SELECT text FROM chunks ORDER BY id")], open(sys.argv[2], "w"))
+PY
+raw=$(python3 "$repo/benches/serving/baselines.py" inproc "$work/texts.json")
+python3 - "$ingest" "$raw" <<'PY'
+import json, sys
+i, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"ingestion: {i['documents']} documents, {i['chunks']} chunks in {i['seconds']:.1f} s "
+      f"(uploads done after {i['upload_seconds']:.1f} s, {i['failed']} failed)")
+print(f"  pipeline {i['chunks_per_s']:.1f} chunks/s | raw embedding {r['sentences_per_s']:.1f} texts/s | "
+      f"ratio {i['chunks_per_s'] / r['sentences_per_s']:.2f} (goal >= 0.85)")
+PY
+
+for size in $sizes; do
+  echo "== 2. ${size} chunks" >&2
+  python3 "$repo/benches/kb/grow.py" "$work/data/sparkbrain.db" vaswani "$size"
+  replay=$(start)
+  http=$(python3 "$repo/benches/kb/http_latency.py" "$base" "$key" vaswani "$work/queries.json")
+  stop
+  mkdir -p "$work/vectors"
+  inproc=$(cargo bench --quiet --bench kb_search --manifest-path "$repo/Cargo.toml" -- "$work/config.toml" vaswani "$work/queries.json" "$work/vectors" 2>/dev/null)
+  dims=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["dimensions"])' "$inproc")
+  faiss=$(python3 "$repo/benches/kb/faiss_hnsw.py" "$work/vectors" "$dims")
+  rm -rf "$work/vectors"
+  startup=$(start)
+  stop
+  python3 - "$size" "$replay" "$startup" "$http" "$inproc" "$faiss" <<'PY'
+import json, sys
+size, replay, startup = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+http, inproc, faiss = (json.loads(a) for a in sys.argv[4:7])
+lat = inproc["latency_in_process"]
+print(f"\n{inproc['chunks']} chunks ({size} asked), {inproc['usearch']['scalar']} vectors, kernels {inproc['usearch']['acceleration']}")
+print(f"  start-up to ready: {startup:.2f} s (goal <= 3 s at 1M); first start after growing (index build): {replay:.0f} s")
+print("  mode     in-process p50/p99 ms   HTTP p50/p99 ms")
+for m in ("text", "vector", "hybrid"):
+    print(f"  {m:<8} {lat[m]['p50_ms']:8.2f} {lat[m]['p99_ms']:8.2f}    {http[m]['p50_ms']:8.2f} {http[m]['p99_ms']:8.2f}")
+print("  (goal at 1M: hybrid over HTTP p50 <= 10 ms, p99 <= 50 ms)")
+print(f"  vector path, one thread, one query at a time (FAISS HNSW build {faiss['build_seconds']:.0f} s):")
+print("  ef   usearch recall  q/s      FAISS recall  q/s      q/s ratio")
+for u, f in zip(inproc["usearch"]["sweep"], faiss["sweep"]):
+    print(f"  {u['ef']:<4} {u['recall_at_10']:.3f}  {u['queries_per_s']:8.0f}   {f['recall_at_10']:.3f}  {f['queries_per_s']:8.0f}   {u['queries_per_s'] / f['queries_per_s']:.2f}")
+PY
+done

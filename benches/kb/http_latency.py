@@ -1,0 +1,23 @@
+"""Search latency over HTTP, one client, one request at a time, per mode. Prints JSON.
+
+usage: http_latency.py BASE_URL API_KEY COLLECTION QUERIES_JSON"""
+import json, sys, time
+
+import requests
+
+base, key, coll, queries = sys.argv[1], sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))
+s = requests.Session()
+s.headers["Authorization"] = f"Bearer {key}"
+out = {}
+for mode in ("text", "vector", "hybrid"):
+    times = []
+    for i, q in enumerate(queries):
+        t = time.perf_counter()
+        r = s.post(f"{base}/api/v1/search", json={"query": q, "collections": [coll], "top_k": 10, "mode": mode})
+        elapsed = (time.perf_counter() - t) * 1000
+        assert r.status_code == 200, r.text
+        if i >= 10:
+            times.append(elapsed)
+    times.sort()
+    out[mode] = {"p50_ms": times[len(times) // 2], "p99_ms": times[int(len(times) * 0.99) - 1]}
+print(json.dumps(out))
