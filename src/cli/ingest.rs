@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// The collection to add them to
-    #[arg(long, short)]
+    #[arg(long)]
     collection: String,
     /// Create the collection first if it does not exist
     #[arg(long)]

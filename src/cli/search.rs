@@ -12,7 +12,7 @@ pub struct Args {
     /// What to look for
     query: String,
     /// Search only this collection (repeatable); all you may read by default
-    #[arg(long = "collection", short)]
+    #[arg(long = "collection")]
     collections: Vec<String>,
     /// Hits to show
     #[arg(long, short = 'k', default_value_t = 10)]

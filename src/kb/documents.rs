@@ -272,27 +272,40 @@ impl KnowledgeBase {
                 "the file is empty: there is nothing to index".into(),
             ));
         }
-        let format = extract::sniff(
-            &head,
-            upload.filename.as_deref(),
-            upload.content_type.as_deref(),
-        )
-        .map_err(|e| KbError::Unsupported(e.to_string()))?;
-        let mut writer = self.blobs.writer()?;
-        writer.write(&head)?;
-        if let Some(piece) = rest {
-            if writer.size() + piece.len() as u64 > limit {
-                return Err(too_large());
+        let stored = async {
+            let format = extract::sniff(
+                &head,
+                upload.filename.as_deref(),
+                upload.content_type.as_deref(),
+            )
+            .map_err(|e| KbError::Unsupported(e.to_string()))?;
+            let mut writer = self.blobs.writer()?;
+            writer.write(&head)?;
+            if let Some(piece) = rest {
+                if writer.size() + piece.len() as u64 > limit {
+                    return Err(too_large());
+                }
+                writer.write(&piece)?;
             }
-            writer.write(&piece)?;
-        }
-        while let Some(piece) = body.next().await {
-            let piece = piece.map_err(interrupted)?;
-            if writer.size() + piece.len() as u64 > limit {
-                return Err(too_large());
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(interrupted)?;
+                if writer.size() + piece.len() as u64 > limit {
+                    return Err(too_large());
+                }
+                writer.write(&piece)?;
             }
-            writer.write(&piece)?;
+            Ok((writer, format))
         }
+        .await;
+        let (writer, format) = match stored {
+            Ok(done) => done,
+            Err(e) => {
+                // Read what the client still sends, so it gets this answer rather than a
+                // reset connection (the route's body limit bounds how much that can be).
+                while let Some(Ok(_)) = body.next().await {}
+                return Err(e);
+            }
+        };
         let filename = clean_filename(upload.filename.as_deref());
         let user = who.user_id;
         let _guard = self.blob_guard.lock().await;

@@ -33,7 +33,11 @@ fn readyz_becomes_ready_with_all_checks_passing() {
     assert!(reasons(&body).is_empty(), "{body}");
     let checks = body["checks"].as_array().expect("checks");
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["store", "runtime", "embedding_model"], "{body}");
+    assert_eq!(
+        names,
+        ["store", "runtime", "knowledge_base", "embedding_model"],
+        "{body}"
+    );
     assert!(checks.iter().all(|c| c["ok"] == true), "{body}");
 }
 

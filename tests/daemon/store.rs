@@ -26,7 +26,7 @@ fn first_start_creates_and_migrates_the_database() {
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, sparkbrain::store::SCHEMA_VERSION);
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -45,6 +45,10 @@ fn first_start_creates_and_migrates_the_database() {
         "audit_log",
         "refresh_tokens",
         "schema_migrations",
+        "collections",
+        "documents",
+        "chunks",
+        "index_changes",
     ] {
         assert!(
             tables.iter().any(|t| t == table),
@@ -58,7 +62,8 @@ fn first_start_creates_and_migrates_the_database() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(recorded, [1]);
+    let every: Vec<u32> = (1..=sparkbrain::store::SCHEMA_VERSION).collect();
+    assert_eq!(recorded, every);
 }
 
 #[test]
@@ -82,8 +87,9 @@ fn newer_schema_is_refused_and_left_untouched() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "the database {} has schema version 99, newer than this sparkbrain knows (1)",
-            path.display()
+            "the database {} has schema version 99, newer than this sparkbrain knows ({})",
+            path.display(),
+            sparkbrain::store::SCHEMA_VERSION
         )),
         "stderr:\n{err}"
     );
@@ -135,5 +141,9 @@ fn status_on_a_stopped_data_dir_says_not_running() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["running"], false, "{json}");
     assert!(json["pid"].is_null(), "{json}");
-    assert_eq!(json["schema_version"], 1, "{json}");
+    assert_eq!(
+        json["schema_version"],
+        sparkbrain::store::SCHEMA_VERSION,
+        "{json}"
+    );
 }
