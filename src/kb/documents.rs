@@ -308,10 +308,17 @@ impl KnowledgeBase {
         };
         let filename = clean_filename(upload.filename.as_deref());
         let user = who.user_id;
-        let _guard = self.blob_guard.lock().await;
+        // The file's syncs run outside the guard, so uploads do not queue behind each other's;
+        // under it, a delete of the same content may have removed the file meanwhile.
         let (blob, size) = tokio::task::spawn_blocking(move || writer.commit())
             .await
             .map_err(|e| KbError::Internal(e.to_string()))??;
+        let _guard = self.blob_guard.lock().await;
+        if !self.blobs.contains(&blob) {
+            return Err(KbError::Unavailable(
+                "a document with the same content was being deleted at the same moment; upload it again".into(),
+            ));
+        }
         let sha = blob.to_string();
         let recorded =
             self.store

@@ -105,9 +105,4 @@ impl KnowledgeBase {
         self.pipeline.stop();
         self.indexes.shutdown(&self.store);
     }
-
-    /// Folder of the derived indexes.
-    pub fn index_root(&self) -> PathBuf {
-        self.indexes.root().to_path_buf()
-    }
 }

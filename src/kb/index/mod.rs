@@ -28,6 +28,8 @@ use crate::telemetry::metrics::KbMetrics;
 
 /// Changes applied per collection before the text index commits and others get a turn.
 const BATCH: i64 = 4096;
+/// How long the applier waits after a wake-up for more changes to arrive.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The indexes of one collection.
 pub struct CollectionIndex {
@@ -118,17 +120,12 @@ impl Indexes {
             store.with_conn(|conn| indexes.ensure(conn, id).map(|_| ()))?;
         }
         let started = Instant::now();
-        store.with_conn(|conn| indexes.apply_all(conn))?;
+        indexes.apply_all(store)?;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "indexes replayed"
         );
         Ok(indexes)
-    }
-
-    /// Folder of the indexes.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// A collection's indexes, if it has any yet.
@@ -251,8 +248,11 @@ impl Indexes {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
+            // Let the documents finishing now join this round: one text-index commit for
+            // many of them instead of one each.
+            std::thread::sleep(GATHER);
             self.remove_dropped();
-            if let Err(e) = store.with_conn(|conn| self.apply_all(conn)) {
+            if let Err(e) = self.apply_all(&store) {
                 tracing::warn!(error = %e, "cannot apply index changes; retrying");
             }
             if last_save.elapsed() >= save_every {
@@ -344,26 +344,31 @@ impl Indexes {
         Ok(())
     }
 
-    /// Applies every pending change of every collection.
-    fn apply_all(&self, conn: &Connection) -> Result<(), KbError> {
+    /// Applies every pending change of every collection. The database is held only to read
+    /// the changes and to mark documents indexed, never while the indexes work.
+    fn apply_all(&self, store: &Store) -> Result<(), KbError> {
         let done = self.applied_upto.load(Ordering::Acquire);
-        let newest: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM index_changes", [], |r| {
-                r.get(0)
-            })?;
+        let newest: i64 = store.with_conn(|conn| -> Result<i64, KbError> {
+            Ok(
+                conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM index_changes", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
         if newest <= done {
             return Ok(());
         }
-        let pending: Vec<(i64, i64)> = {
+        let pending: Vec<(i64, i64)> = store.with_conn(|conn| -> Result<_, KbError> {
             let mut stmt = conn.prepare_cached(
                 "SELECT collection_id, MAX(seq) FROM index_changes WHERE seq > ?1
                  GROUP BY collection_id",
             )?;
-            stmt.query_map([done], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
+            Ok(stmt
+                .query_map([done], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?)
+        })?;
         for (id, last) in pending {
-            let index = match self.ensure(conn, id) {
+            let index = match store.with_conn(|conn| self.ensure(conn, id)) {
                 Ok(index) => index,
                 Err(KbError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
@@ -376,45 +381,25 @@ impl Indexes {
                 if from >= last {
                     break;
                 }
-                self.apply_batch(conn, id, &index, from)?;
+                let batch = store.with_conn(|conn| load_batch(conn, id, from))?;
+                let added = self.apply_batch(&index, batch)?;
+                let marked = store.with_conn(|conn| mark_indexed(conn, &added))?;
+                self.metrics.documents_indexed.inc_by(marked as u64);
             }
         }
         self.applied_upto.fetch_max(newest, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Applies up to [`BATCH`] changes after `from`, commits the text index and marks the
-    /// documents added as indexed.
+    /// Applies loaded changes to the indexes and commits the text index; returns the
+    /// documents added.
     fn apply_batch(
         &self,
-        conn: &Connection,
-        collection: i64,
         index: &CollectionIndex,
-        from: i64,
-    ) -> Result<(), KbError> {
-        let changes: Vec<Change> = {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, document_id, op, chunk_ids FROM index_changes
-                 WHERE collection_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            stmt.query_map(params![from, BATCH, collection], |r| {
-                let op: String = r.get(2)?;
-                let packed: Option<Vec<u8>> = r.get(3)?;
-                Ok(Change {
-                    seq: r.get(0)?,
-                    document: r.get(1)?,
-                    add: op == "add",
-                    chunk_ids: packed
-                        .unwrap_or_default()
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-                        .collect(),
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?
-        };
-        let Some(last) = changes.last().map(|c| c.seq) else {
-            return Ok(());
+        batch: Vec<Loaded>,
+    ) -> Result<Vec<i64>, KbError> {
+        let Some(last) = batch.last().map(|l| l.change.seq) else {
+            return Ok(Vec::new());
         };
         let text_from = index.text_applied.load(Ordering::Acquire);
         let vector_from = index.vector_applied.load(Ordering::Acquire);
@@ -432,9 +417,8 @@ impl Indexes {
             pending.clear();
             Ok(())
         };
-        for change in &changes {
+        for Loaded { change, chunks } in batch {
             if change.add {
-                let chunks = chunk_rows(conn, change.document)?;
                 if change.seq > text_from {
                     let texts: Vec<(u64, String)> =
                         chunks.iter().map(|c| (c.id, c.indexed.clone())).collect();
@@ -472,23 +456,69 @@ impl Indexes {
         if last > vector_from {
             index.vector_applied.store(last, Ordering::Release);
         }
-        let now = now_ms();
-        let mut marked = 0;
-        let tx = conn.unchecked_transaction()?;
-        {
-            let mut mark = tx.prepare_cached(
-                "UPDATE documents SET status = 'indexed', updated_at = ?2
-                 WHERE id = ?1 AND status = 'embedding'",
-            )?;
-            for doc in added_docs {
-                marked += mark.execute(params![doc, now])?;
-            }
-        }
-        tx.commit()?;
-        self.metrics.documents_indexed.inc_by(marked as u64);
         self.metrics.chunks_indexed.inc_by(chunks_added);
-        Ok(())
+        Ok(added_docs)
     }
+}
+
+/// A change with the chunks it adds.
+struct Loaded {
+    change: Change,
+    chunks: Vec<ChunkRow>,
+}
+
+/// Reads up to [`BATCH`] changes of a collection after `from`, with the chunks they add.
+fn load_batch(conn: &Connection, collection: i64, from: i64) -> Result<Vec<Loaded>, KbError> {
+    let changes: Vec<Change> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, document_id, op, chunk_ids FROM index_changes
+             WHERE collection_id = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        stmt.query_map(params![from, BATCH, collection], |r| {
+            let op: String = r.get(2)?;
+            let packed: Option<Vec<u8>> = r.get(3)?;
+            Ok(Change {
+                seq: r.get(0)?,
+                document: r.get(1)?,
+                add: op == "add",
+                chunk_ids: packed
+                    .unwrap_or_default()
+                    .chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    changes
+        .into_iter()
+        .map(|change| {
+            let chunks = if change.add {
+                chunk_rows(conn, change.document)?
+            } else {
+                Vec::new()
+            };
+            Ok(Loaded { change, chunks })
+        })
+        .collect()
+}
+
+/// Marks documents whose chunks are now searchable as indexed; returns how many changed.
+fn mark_indexed(conn: &Connection, documents: &[i64]) -> Result<usize, KbError> {
+    let now = now_ms();
+    let mut marked = 0;
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut mark = tx.prepare_cached(
+            "UPDATE documents SET status = 'indexed', updated_at = ?2
+             WHERE id = ?1 AND status = 'embedding'",
+        )?;
+        for doc in documents {
+            marked += mark.execute(params![doc, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(marked)
 }
 
 /// Rebuilds the indexes of a collection that hold less than the log still has: from every
