@@ -47,6 +47,10 @@ bench-idle:
 bench-serving: fetch
     bash benches/serving.sh
 
+# Search quality (nDCG@10, MAP, recall) on vaswani, cranfield, cisi and XQuAD, beside BM25 figures
+bench-retrieval: fetch
+    bash benches/retrieval.sh
+
 # Document extraction: F1 against ground truth, and PDF text vs pdftotext (needs ../shared test documents)
 bench-extract: deps
     bash benches/extract.sh
