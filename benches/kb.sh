@@ -51,6 +51,8 @@ level = "warn"
 format = "terminal"
 TOML
 sb() { "$bin" --config "$work/config.toml" "$@"; }
+# Starts the daemon and sets `ready` to the seconds it took to answer /readyz with 200 (not in
+# a subshell: `pid` must survive for `stop`).
 start() {
   local t0; t0=$(date +%s.%N)
   sb serve >>"$work/daemon.log" 2>&1 & pid=$!
@@ -58,7 +60,7 @@ start() {
     kill -0 "$pid" 2>/dev/null || { tail -20 "$work/daemon.log"; exit 1; }
     sleep 0.02
   done
-  python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)"
+  ready=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
 }
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 
@@ -77,7 +79,8 @@ PY
 if [[ ! -f "$work/data/sparkbrain.db" ]]; then
   printf '%s\n' "bench-admin-password" | sb user add admin --role admin --password-stdin >/dev/null
 fi
-echo "start-up (empty): $(start) s" >&2
+start
+echo "start-up (empty): $ready s" >&2
 token=$(curl -sf -X POST "$base/api/v1/auth/token" -d username=admin -d password=bench-admin-password | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 key=$(curl -sf -X POST "$base/api/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
@@ -101,7 +104,8 @@ PY
 for size in $sizes; do
   echo "== 2. ${size} chunks" >&2
   python3 "$repo/benches/kb/grow.py" "$work/data/sparkbrain.db" vaswani "$size"
-  replay=$(start)
+  start
+  replay=$ready
   http=$(python3 "$repo/benches/kb/http_latency.py" "$base" "$key" vaswani "$work/queries.json")
   stop
   mkdir -p "$work/vectors"
@@ -109,7 +113,8 @@ for size in $sizes; do
   dims=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["dimensions"])' "$inproc")
   faiss=$(python3 "$repo/benches/kb/faiss_hnsw.py" "$work/vectors" "$dims")
   rm -rf "$work/vectors"
-  startup=$(start)
+  start
+  startup=$ready
   stop
   python3 - "$size" "$replay" "$startup" "$http" "$inproc" "$faiss" <<'PY'
 import json, sys
