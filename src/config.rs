@@ -19,6 +19,10 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/sparkbrain/config.toml";
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SPARKBRAIN_";
 
+/// The one `SPARKBRAIN_*` variable that is not configuration: the API key the command line
+/// authenticates with against a running daemon.
+pub const API_KEY_ENV: &str = "SPARKBRAIN_API_KEY";
+
 /// The daemon's whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,7 +334,7 @@ pub struct Loaded {
 /// Loads and validates the configuration from all layers, reading the process environment.
 pub fn load(file: &FileChoice, overrides: &Overrides) -> Result<Loaded, ConfigError> {
     let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != API_KEY_ENV)
         .collect();
     load_with_env(file, &env, overrides)
 }

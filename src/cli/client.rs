@@ -14,8 +14,7 @@ use crate::config::Config;
 use crate::daemon::tls;
 use crate::store::lock_holder;
 
-/// Environment variable holding the API key the CLI authenticates with.
-pub const API_KEY_ENV: &str = "SPARKBRAIN_API_KEY";
+use crate::config::API_KEY_ENV;
 
 /// Where the local daemon listens.
 pub struct Endpoint {
