@@ -55,7 +55,7 @@ sb() { "$bin" --config "$work/config.toml" "$@"; }
 # a subshell: `pid` must survive for `stop`).
 start() {
   local t0; t0=$(date +%s.%N)
-  sb serve >>"$work/daemon.log" 2>&1 & pid=$!
+  "$bin" --config "$work/config.toml" serve >>"$work/daemon.log" 2>&1 & pid=$!
   until curl -sf "$base/readyz" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { tail -20 "$work/daemon.log"; exit 1; }
     sleep 0.02
@@ -84,6 +84,10 @@ echo "start-up (empty): $ready s" >&2
 token=$(curl -sf -X POST "$base/api/v1/auth/token" -d username=admin -d password=bench-admin-password | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 key=$(curl -sf -X POST "$base/api/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
+if [[ -n "${KB_BENCH_SKIP_INGEST:-}" ]]; then
+  # Reusing KB_BENCH_DIR from an earlier run: its collection is there already.
+  stop
+else
 echo "== 1. ingestion" >&2
 ingest=$(python3 "$repo/benches/kb/ingest.py" "$base" "$key" vaswani "$shared/data/retrieval/vaswani/corpus/doc-text.trec")
 stop
@@ -100,6 +104,7 @@ print(f"ingestion: {i['documents']} documents, {i['chunks']} chunks in {i['secon
 print(f"  pipeline {i['chunks_per_s']:.1f} chunks/s | raw embedding {r['sentences_per_s']:.1f} texts/s | "
       f"ratio {i['chunks_per_s'] / r['sentences_per_s']:.2f} (goal >= 0.85)")
 PY
+fi
 
 for size in $sizes; do
   echo "== 2. ${size} chunks" >&2
