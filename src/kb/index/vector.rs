@@ -3,9 +3,13 @@
 //! The file on disk is `vectors-<seq>.usearch`, where `<seq>` is the last change of the
 //! `index_changes` log it holds: written to a temporary name, synced and renamed, so the file
 //! and the position it records can never disagree.
+//!
+//! At start the file is memory-mapped read-only, so opening a million vectors costs
+//! milliseconds and searches page in only what they touch. The first change loads a writable
+//! copy beside it (searches keep using the mapping meanwhile) and swaps it in.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -31,8 +35,10 @@ pub struct VectorIndex {
     dir: PathBuf,
     settings: VectorSettings,
     /// Read-locked to search, add and remove (usearch allows those concurrently); write-locked
-    /// only to grow its capacity.
+    /// only to grow its capacity or swap a mapped index for a writable one.
     index: RwLock<Index>,
+    /// The saved file the index is a read-only mapping of, until its first change.
+    mapped: Mutex<Option<PathBuf>>,
 }
 
 const PREFIX: &str = "vectors-";
@@ -86,9 +92,13 @@ impl VectorIndex {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let index = Index::new(&options(&settings)).map_err(|e| e.to_string())?;
         let mut applied = 0;
+        let mut mapped = None;
         if let Some((seq, path)) = saved(dir).pop() {
-            match index.load(&path.to_string_lossy()) {
-                Ok(()) if index.dimensions() == settings.dimensions => applied = seq,
+            match index.view(&path.to_string_lossy()) {
+                Ok(()) if index.dimensions() == settings.dimensions => {
+                    applied = seq;
+                    mapped = Some(path);
+                }
                 outcome => {
                     let why = outcome.err().map_or_else(
                         || {
@@ -112,9 +122,33 @@ impl VectorIndex {
                 dir: dir.to_path_buf(),
                 settings,
                 index: RwLock::new(index),
+                mapped: Mutex::new(mapped),
             },
             applied,
         ))
+    }
+
+    /// Makes the index writable: a mapped one is replaced by a copy loaded into memory. The
+    /// load runs without the lock, so searches go on against the mapping until the swap.
+    fn writable(&self) -> Result<(), String> {
+        let mut mapped = self
+            .mapped
+            .lock()
+            .map_err(|_| "vector index lock poisoned")?;
+        let Some(path) = mapped.as_ref() else {
+            return Ok(());
+        };
+        let loaded = Index::new(&options(&self.settings)).map_err(|e| e.to_string())?;
+        loaded
+            .load(&path.to_string_lossy())
+            .map_err(|e| format!("cannot load the vector index for writing: {e}"))?;
+        loaded.change_expansion_search(self.settings.expansion_search);
+        *self
+            .index
+            .write()
+            .map_err(|_| "vector index lock poisoned")? = loaded;
+        *mapped = None;
+        Ok(())
     }
 
     /// Vectors held.
@@ -125,6 +159,7 @@ impl VectorIndex {
     /// Adds vectors under their chunk ids; an id already present is left as it is (replaying
     /// a change twice is harmless).
     pub fn add(&self, items: &[(u64, &[f32])]) -> Result<(), String> {
+        self.writable()?;
         {
             let index = self
                 .index
@@ -193,17 +228,24 @@ impl VectorIndex {
 
     /// Removes every vector.
     pub fn clear(&self) -> Result<(), String> {
-        let index = self
+        let mut mapped = self
+            .mapped
+            .lock()
+            .map_err(|_| "vector index lock poisoned")?;
+        let empty = Index::new(&options(&self.settings))
+            .map_err(|e| format!("cannot clear the vector index: {e}"))?;
+        empty.change_expansion_search(self.settings.expansion_search);
+        *self
             .index
             .write()
-            .map_err(|_| "vector index lock poisoned")?;
-        index
-            .reset()
-            .map_err(|e| format!("cannot clear the vector index: {e}"))
+            .map_err(|_| "vector index lock poisoned")? = empty;
+        *mapped = None;
+        Ok(())
     }
 
     /// Removes chunk ids (absent ones are ignored).
     pub fn remove(&self, keys: &[u64]) -> Result<(), String> {
+        self.writable()?;
         let index = self
             .index
             .read()
@@ -287,4 +329,60 @@ fn quantise(v: &[f32]) -> Vec<i8> {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { 127.0 / max } else { 0.0 };
     v.iter().map(|x| (x * scale).round() as i8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> VectorSettings {
+        VectorSettings {
+            dimensions: 4,
+            scalar: VectorScalar::F32,
+            connectivity: 16,
+            expansion_add: 64,
+            expansion_search: 64,
+        }
+    }
+
+    fn unit(i: usize) -> Vec<f32> {
+        let mut v = vec![0.1f32; 4];
+        v[i % 4] = 1.0;
+        v
+    }
+
+    #[test]
+    fn a_reopened_index_is_mapped_and_becomes_writable_on_its_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, applied) = VectorIndex::open(dir.path(), settings()).unwrap();
+        assert_eq!(applied, 0);
+        let (a, b) = (unit(0), unit(1));
+        index.add(&[(1, &a), (2, &b)]).unwrap();
+        index.save(7).unwrap();
+        drop(index);
+
+        let (index, applied) = VectorIndex::open(dir.path(), settings()).unwrap();
+        assert_eq!(applied, 7);
+        assert!(index.mapped.lock().unwrap().is_some());
+        assert_eq!(index.search(&a, 1, None).unwrap()[0].0, 1);
+
+        let c = unit(2);
+        index.add(&[(3, &c)]).unwrap();
+        assert!(index.mapped.lock().unwrap().is_none());
+        assert_eq!(index.len(), 3);
+        assert_eq!(index.search(&c, 1, None).unwrap()[0].0, 3);
+        assert_eq!(index.search(&b, 1, None).unwrap()[0].0, 2);
+        index.remove(&[1]).unwrap();
+        index.save(8).unwrap();
+        drop(index);
+
+        let (index, applied) = VectorIndex::open(dir.path(), settings()).unwrap();
+        assert_eq!(applied, 8);
+        assert_eq!(saved(dir.path()).len(), 1, "older files are removed");
+        assert_eq!(index.search(&c, 1, None).unwrap()[0].0, 3);
+        index.clear().unwrap();
+        assert_eq!(index.len(), 0);
+        index.add(&[(4, &a)]).unwrap();
+        assert_eq!(index.search(&a, 1, None).unwrap()[0].0, 4);
+    }
 }
