@@ -2,8 +2,10 @@
 //! extract them in a bounded child process, chunk, embed through the serving runtime and
 //! store the chunks; the index applier then makes them searchable.
 //!
-//! Several workers run at once, so one document is extracted while another's chunks are being
-//! embedded; the embedding scheduler batches chunks across documents.
+//! A worker extracts and chunks a document, hands its chunks to a task that embeds and stores
+//! them, and takes the next document: so extraction overlaps embedding, and the chunks of many
+//! short documents are in flight together for the embedding scheduler to batch. A bound on the
+//! chunks in flight keeps memory in check when extraction outruns the model.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use rusqlite::{OptionalExtension, params};
+use tokio::sync::Semaphore;
 
 use super::chunk::{Chunk, Chunker, Tokens};
 use super::extract::{self, ExtractError, FailureReason, Format, Limits};
@@ -22,6 +25,9 @@ use crate::store::{BlobId, now_ms};
 const EMBED_GROUP: usize = 32;
 /// Embedding requests of one document in flight at once.
 const EMBED_IN_FLIGHT: usize = 4;
+/// Chunks handed to embedding and not yet stored, across documents: enough to keep several
+/// full batches queued for the model.
+const EMBED_BACKLOG: u32 = 512;
 /// How long an idle worker waits before looking at the queue again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -37,6 +43,15 @@ pub struct Pipeline {
     workers: usize,
     wake: Arc<tokio::sync::Notify>,
     stop: Arc<AtomicBool>,
+    backlog: Arc<Semaphore>,
+}
+
+/// A document extracted and chunked, waiting for its embeddings.
+struct Prepared {
+    served: Arc<ServedModel>,
+    title: Option<String>,
+    pages: Option<u32>,
+    chunks: Vec<Chunk>,
 }
 
 /// A document taken from the queue.
@@ -64,17 +79,23 @@ impl Pipeline {
             workers: workers.max(1),
             wake: Arc::new(tokio::sync::Notify::new()),
             stop: Arc::new(AtomicBool::new(false)),
+            backlog: Arc::new(Semaphore::new(EMBED_BACKLOG as usize)),
         }
     }
 
     /// Starts the workers on the runtime.
     pub fn start(&self, runtime: &tokio::runtime::Handle) {
         for _ in 0..self.workers {
-            let (kb, wake, stop) = (self.kb.clone(), self.wake.clone(), self.stop.clone());
+            let (kb, wake, stop, backlog) = (
+                self.kb.clone(),
+                self.wake.clone(),
+                self.stop.clone(),
+                self.backlog.clone(),
+            );
             runtime.spawn(async move {
                 while !stop.load(Ordering::Acquire) {
                     let Some(me) = kb.upgrade() else { break };
-                    let worked = me.work_once().await;
+                    let worked = me.work_once(&backlog).await;
                     drop(me);
                     if !worked {
                         let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
@@ -123,8 +144,9 @@ impl KnowledgeBase {
         })
     }
 
-    /// Takes one document from the queue and processes it; false when the queue was empty.
-    async fn work_once(self: &Arc<Self>) -> bool {
+    /// Takes one document from the queue, extracts and chunks it, and hands it on to be
+    /// embedded and stored; false when the queue was empty.
+    async fn work_once(self: &Arc<Self>, backlog: &Arc<Semaphore>) -> bool {
         let job = match self.claim().await {
             Ok(Some(job)) => job,
             Ok(None) => return false,
@@ -134,10 +156,34 @@ impl KnowledgeBase {
                 return false;
             }
         };
-        let id = job.id;
-        match self.process(&job).await {
-            Ok(()) => {}
-            Err(Outcome::Failed(reason, message)) => {
+        let prepared = match self.prepare(&job).await {
+            Ok(prepared) => prepared,
+            Err(outcome) => {
+                self.settle(job.id, outcome).await;
+                return true;
+            }
+        };
+        let wanted = u32::try_from(prepared.chunks.len())
+            .unwrap_or(EMBED_BACKLOG)
+            .clamp(1, EMBED_BACKLOG);
+        let Ok(permit) = backlog.clone().acquire_many_owned(wanted).await else {
+            return true;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let outcome = me.embed_and_store(&job, prepared).await;
+            drop(permit);
+            if let Err(outcome) = outcome {
+                me.settle(job.id, outcome).await;
+            }
+        });
+        true
+    }
+
+    /// Records a document that could not be processed: failed for good, or back in the queue.
+    async fn settle(&self, id: i64, outcome: Outcome) {
+        match outcome {
+            Outcome::Failed(reason, message) => {
                 tracing::info!(document = id, reason, "document failed: {message}");
                 self.metrics
                     .documents_failed
@@ -158,7 +204,7 @@ impl KnowledgeBase {
                     tracing::warn!(document = id, error = %e, "cannot record a failed document");
                 }
             }
-            Err(Outcome::Later(why)) => {
+            Outcome::Later(why) => {
                 tracing::warn!(document = id, "document waits: {why}");
                 let _ = self
                     .store
@@ -174,7 +220,6 @@ impl KnowledgeBase {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
-        true
     }
 
     /// Marks the oldest queued document as extracting and returns it.
@@ -219,7 +264,8 @@ impl KnowledgeBase {
             .await
     }
 
-    async fn process(&self, job: &Job) -> Result<(), Outcome> {
+    /// Extracts and chunks a document and marks it as embedding.
+    async fn prepare(&self, job: &Job) -> Result<Prepared, Outcome> {
         let later = |e: KbError| match e {
             KbError::Invalid(m) => Outcome::Failed("model_unavailable", m),
             other => Outcome::Later(other.to_string()),
@@ -295,7 +341,23 @@ impl KnowledgeBase {
                 Ok(())
             })
             .await;
+        Ok(Prepared {
+            served,
+            title: doc.title.clone(),
+            pages: doc.pages,
+            chunks,
+        })
+    }
 
+    /// Embeds a prepared document's chunks and stores them with its index change.
+    async fn embed_and_store(&self, job: &Job, prepared: Prepared) -> Result<(), Outcome> {
+        let Prepared {
+            served,
+            title,
+            pages,
+            chunks,
+        } = prepared;
+        let id = job.id;
         let started = Instant::now();
         let texts: Vec<String> = chunks.iter().map(Chunk::indexed_text).collect();
         // Built up front: futures made inside the stream's closure borrow it, and the spawned
@@ -326,7 +388,7 @@ impl KnowledgeBase {
         self.observe("embed", started);
 
         let started = Instant::now();
-        let (collection, title, pages) = (job.collection, doc.title.clone(), doc.pages);
+        let collection = job.collection;
         let stored = self
             .store
             .run(move |conn| -> Result<bool, KbError> {
