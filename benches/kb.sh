@@ -5,7 +5,7 @@
 #      on the same texts.
 #   2. Search latency p50/p99 per mode (text, vector, hybrid), in process and over HTTP, at each
 #      size of KB_BENCH_SIZES (default 10000 100000 1000000 chunks; the corpus is grown by
-#      repetition with new ids and slightly varied vectors), with the vector path's recall@10
+#      repetition with new ids, vectors blended with other real ones; see kb/grow.py), with the vector path's recall@10
 #      against exact search and its queries/s beside FAISS HNSW on the same vectors.
 #   3. Start-up: time from start to ready with the indexes of each size on disk.
 # Needs `just fetch`; installs the Python packages it uses. Not part of CI. The 1M step takes

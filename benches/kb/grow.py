@@ -1,7 +1,10 @@
 """Grows a collection to TARGET chunks by repeating its documents with new ids (the daemon
 must be stopped): each copy's chunks keep their text with a copy marker, and get the original
-vector plus a little noise (renormalised), so copies are near but distinct neighbours. The
-copies are logged in index_changes, so the daemon's next start replays them into the indexes.
+vector blended with another real chunk's vector (weight 0.3 to 0.7, renormalised): a distinct
+point among real embeddings, as a passage on two topics would be. (Gaussian noise instead
+makes each original a tight cluster of near-equal copies, where "the exact top 10" is an
+arbitrary pick and no approximate index can find it.) The copies are logged in index_changes,
+so the daemon's next start replays them into the indexes.
 
 usage: grow.py DB COLLECTION TARGET"""
 import hashlib, sqlite3, sys, time
@@ -26,6 +29,7 @@ for doc, seq, text, heading, ps, pe, cs, ce, vec in con.execute(
 ):
     chunks.setdefault(doc, []).append((seq, text, heading, ps, pe, cs, ce, np.frombuffer(vec, dtype="<f4")))
 rng = np.random.default_rng(7)
+pool = np.stack([c[7] for rows in chunks.values() for c in rows])
 now = int(time.time() * 1000)
 copy = con.execute("SELECT COUNT(*) FROM documents WHERE collection_id = ? AND filename LIKE '%~copy%'", (cid,)).fetchone()[0]
 start = time.time()
@@ -43,7 +47,7 @@ while have < target:
         )
         new = cur.lastrowid
         for seq, text, heading, ps, pe, cs, ce, vec in rows:
-            v = vec + rng.normal(0, 0.3 / np.sqrt(vec.size), vec.size).astype("<f4")
+            v = vec + rng.uniform(0.3, 0.7) * pool[rng.integers(len(pool))]
             v /= np.linalg.norm(v)
             con.execute(
                 "INSERT INTO chunks (document_id, seq, text, heading, page_start, page_end, char_start, char_end, vector) "
