@@ -201,29 +201,47 @@ pub(super) fn requeue_interrupted(store: &Store) -> Result<(), KbError> {
     })
 }
 
-/// Removes blobs no document references: left by an upload killed between storing its file
-/// and recording its row (never acknowledged), or by a delete killed before removing its file.
-/// Runs at start, before any upload can begin.
-pub(super) fn remove_orphan_blobs(
-    store: &Store,
-    blobs: &crate::store::BlobStore,
-) -> Result<(), KbError> {
-    let referenced: std::collections::HashSet<String> =
-        store.with_conn(|conn| -> Result<_, KbError> {
-            let mut stmt = conn.prepare("SELECT DISTINCT sha256 FROM documents")?;
-            Ok(stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()?)
-        })?;
-    for id in blobs.ids() {
-        if !referenced.contains(&id.to_string()) {
-            tracing::info!(blob = %id, "removing a blob no document references");
-            if let Err(e) = blobs.remove(&id) {
-                tracing::warn!(blob = %id, error = %e, "cannot remove an unreferenced blob");
+impl KnowledgeBase {
+    /// Removes blobs no document references: left by an upload killed between storing its file
+    /// and recording its row (never acknowledged), or by a delete killed before removing its
+    /// file. Runs on its own thread after start, so a large store does not delay readiness;
+    /// blobs written since `started` may belong to uploads in flight and are left alone, and
+    /// each check and removal holds the blob guard, like deletes do.
+    pub(super) fn sweep_orphan_blobs(&self, started: std::time::SystemTime) {
+        for id in self.blobs.ids() {
+            let _guard = self.blob_guard.blocking_lock();
+            let fresh = std::fs::metadata(self.blobs.path_of(&id))
+                .and_then(|m| m.modified())
+                .map_or(true, |modified| modified >= started);
+            if fresh {
+                continue;
+            }
+            let sha = id.to_string();
+            let referenced = self.store.with_conn(|conn| -> Result<bool, KbError> {
+                Ok(conn
+                    .query_row(
+                        "SELECT 1 FROM documents WHERE sha256 = ?1 LIMIT 1",
+                        [&sha],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some())
+            });
+            match referenced {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(blob = %id, "removing a blob no document references");
+                    if let Err(e) = self.blobs.remove(&id) {
+                        tracing::warn!(blob = %id, error = %e, "cannot remove an unreferenced blob");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sweep unreferenced blobs");
+                    return;
+                }
             }
         }
     }
-    Ok(())
 }
 
 impl KnowledgeBase {
@@ -316,7 +334,7 @@ impl KnowledgeBase {
         let _guard = self.blob_guard.lock().await;
         if !self.blobs.contains(&blob) {
             return Err(KbError::Unavailable(
-                "a document with the same content was being deleted at the same moment; upload it again".into(),
+                "the stored file of this content was removed at the same moment (a delete, or the start-up sweep of unreferenced files); upload it again".into(),
             ));
         }
         let sha = blob.to_string();

@@ -71,9 +71,9 @@ impl KnowledgeBase {
         let extractor = std::env::current_exe().map_err(|e| {
             KbError::Internal(format!("cannot locate the sparkbrain executable: {e}"))
         })?;
+        let started = std::time::SystemTime::now();
         let indexes = Arc::new(Indexes::open(&root, &config.kb, &store, metrics.clone())?);
         documents::requeue_interrupted(&store)?;
-        documents::remove_orphan_blobs(&store, &blobs)?;
         let kb = Arc::new_cyclic(|weak| KnowledgeBase {
             pipeline: Pipeline::new(weak.clone(), config.kb.ingest_workers),
             store,
@@ -88,6 +88,11 @@ impl KnowledgeBase {
         });
         kb.indexes
             .start_applier(kb.store.clone(), config.kb.index_save_interval_seconds);
+        let sweeper = kb.clone();
+        std::thread::Builder::new()
+            .name("kb-blob-sweep".into())
+            .spawn(move || sweeper.sweep_orphan_blobs(started))
+            .map_err(|e| KbError::Internal(format!("cannot start the blob sweep: {e}")))?;
         Ok(kb)
     }
 

@@ -14,6 +14,7 @@ use super::{StoreError, now_ms};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_knowledge_base.sql"),
+    include_str!("migrations/0003_documents_by_content.sql"),
 ];
 
 /// The newest schema version this binary knows.
