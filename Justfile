@@ -59,6 +59,10 @@ bench-extract: deps
 bench-kb: fetch
     bash benches/kb.sh
 
+# Text generation: tokens/s of the built-in ONNX generator on stories260K beside the Python reference loop, and /api/v1/ask time to first token
+bench-generate: fetch
+    bash benches/generate.sh
+
 # Write the man page to target/sparkbrain.1
 man:
     mkdir -p target

@@ -45,6 +45,11 @@ pub struct Config {
     pub serving: ServingConfig,
     /// The knowledge base.
     pub kb: KbConfig,
+    /// Answers from the knowledge base (retrieval-augmented generation).
+    pub answers: AnswersConfig,
+    /// Language models that write answers and chat completions, by the name clients use.
+    #[serde(default)]
+    pub generators: std::collections::BTreeMap<String, GeneratorConfig>,
     /// Logging settings.
     pub log: LogConfig,
 }
@@ -193,6 +198,95 @@ pub struct KbConfig {
     pub rrf_vector_weight: f64,
     /// How often changed vector indexes are saved.
     pub index_save_interval_seconds: u64,
+}
+
+/// `[answers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersConfig {
+    /// Generator used when a request names none; empty means the only one configured.
+    pub default_generator: String,
+    /// Passages retrieved for an answer when the request does not say.
+    pub top_k: usize,
+    /// Most tokens of an answer when the request does not say.
+    pub max_answer_tokens: usize,
+    /// Earlier question/answer pairs of a chat put before a follow-up question.
+    pub history_turns: usize,
+    /// Most characters of one passage put in a prompt.
+    pub max_passage_chars: usize,
+}
+
+/// `[generators.NAME]`: one language model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GeneratorConfig {
+    /// A decoder-only ONNX model run in the daemon.
+    Onnx(OnnxGeneratorConfig),
+    /// An OpenAI-compatible server on the box.
+    Upstream(UpstreamConfig),
+}
+
+/// `[generators.NAME]` with `kind = "onnx"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxGeneratorConfig {
+    /// The model file (`model.onnx` in the exporter layout with a KV cache).
+    pub model: PathBuf,
+    /// Its `tokenizer.json`; the one beside the model when absent.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Beginning-of-sequence token id; read from the files beside the model when absent.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids; read from the files beside the model when absent.
+    #[serde(default)]
+    pub eos_token_ids: Option<Vec<u32>>,
+    /// Positions the model can attend to; read from `config.json` when absent.
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// A Jinja chat template; `tokenizer_config.json`'s when absent.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// Intra-op threads; 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Sequences decoded together in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+fn default_max_batch() -> usize {
+    8
+}
+
+/// `[generators.NAME]` with `kind = "upstream"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The server's OpenAI base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name the server knows.
+    pub model: String,
+    /// Bearer key sent to the server (prefer `api_key_env`: a config file is often readable).
+    #[serde(default)]
+    pub api_key: String,
+    /// Name of an environment variable holding the key.
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Bound on connecting.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Bound on a whole answer.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    5
+}
+
+fn default_upstream_timeout() -> u64 {
+    120
 }
 
 /// Scalar kind of stored vectors.
@@ -631,6 +725,7 @@ impl Config {
                 "set both tls.certificate and tls.private_key, or neither".to_string(),
             ));
         }
+        self.validate_answers()?;
         let positive: [(&'static str, u64); 16] = [
             (
                 "auth.access_token_ttl_seconds",
@@ -728,6 +823,78 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks `[answers]` and `[generators.*]`.
+    fn validate_answers(&self) -> Result<(), (&'static str, String)> {
+        let a = &self.answers;
+        if !(1..=50).contains(&a.top_k) {
+            return Err(("answers.top_k", format!("{} is out of range 1-50", a.top_k)));
+        }
+        if a.max_answer_tokens == 0 || a.max_passage_chars == 0 {
+            return Err((
+                "answers.max_answer_tokens",
+                "answers.max_answer_tokens and answers.max_passage_chars must be greater than 0"
+                    .to_string(),
+            ));
+        }
+        if !a.default_generator.is_empty() && !self.generators.contains_key(&a.default_generator) {
+            return Err((
+                "answers.default_generator",
+                format!(
+                    "no generator {:?} is configured (configured: {})",
+                    a.default_generator,
+                    self.generators
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        for (name, generator) in &self.generators {
+            if name.trim().is_empty() || name.contains('/') || *name == self.models.embedding_name {
+                return Err((
+                    "generators",
+                    format!(
+                        "{name:?} cannot name a generator: use a non-empty name without '/' \
+                         that is not the embedding model's"
+                    ),
+                ));
+            }
+            match generator {
+                GeneratorConfig::Onnx(g) => {
+                    if g.max_batch == 0 {
+                        return Err((
+                            "generators",
+                            format!("generators.{name}.max_batch must be greater than 0"),
+                        ));
+                    }
+                }
+                GeneratorConfig::Upstream(g) => {
+                    if !(g.base_url.starts_with("http://") || g.base_url.starts_with("https://")) {
+                        return Err((
+                            "generators",
+                            format!(
+                                "generators.{name}.base_url {:?} is not an http:// or https:// URL",
+                                g.base_url
+                            ),
+                        ));
+                    }
+                    if g.model.trim().is_empty() || g.timeout_seconds == 0 {
+                        return Err((
+                            "generators",
+                            format!(
+                                "generators.{name} needs a model name and a timeout_seconds above 0"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

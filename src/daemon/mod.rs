@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::ControlMode;
+use crate::inference::generators::Generators;
 use crate::inference::{ModelManager, Runtime, RuntimeError};
 use crate::kb::KnowledgeBase;
 use crate::store::{BlobStore, DataDirLock, Store};
@@ -28,6 +29,8 @@ pub struct RuntimeState {
     /// The built-in embedding model: what it serves, or why it does not (absent when the
     /// runtime failed).
     pub embedding: Option<Result<String, String>>,
+    /// The configured language models.
+    pub generators: Arc<Generators>,
 }
 
 /// Everything a request handler may use; one per daemon, shared through axum state.
@@ -146,12 +149,31 @@ impl App {
                         detail: "not loaded: ONNX Runtime is not available".into(),
                     },
                 });
+                let generators = state.generators.status();
+                if !generators.is_empty() {
+                    // A built-in model that cannot open is a configuration to fix; an upstream
+                    // is not probed here, its failures are answered per request.
+                    checks.push(Check {
+                        name: "generators",
+                        ok: generators.iter().all(|g| g.ready),
+                        detail: generators
+                            .iter()
+                            .map(|g| format!("{}: {}", g.name, g.detail))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    });
+                }
             }
         }
         Readiness {
             ready: checks.iter().all(|c| c.ok),
             checks,
         }
+    }
+
+    /// The configured language models, once the runtime loader has run.
+    pub fn generators(&self) -> Option<Arc<Generators>> {
+        self.runtime.get().map(|s| s.generators.clone())
     }
 
     /// The model manager, once the runtime has loaded.
@@ -353,15 +375,18 @@ fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
                     .map_err(|e| e.to_string()),
             );
             RuntimeState {
+                generators: Arc::new(Generators::open(config, Some(&runtime))),
                 runtime: Ok(runtime),
                 models: Some(models),
                 embedding,
             }
         }
+        // Upstream generators need no ONNX Runtime; built-in ones record why they cannot open.
         Err(e) => RuntimeState {
             runtime: Err(e),
             models: None,
             embedding: None,
+            generators: Arc::new(Generators::open(config, None)),
         },
     }
 }

@@ -4,6 +4,8 @@
 
 mod batcher;
 mod cache;
+pub mod generate;
+pub mod generators;
 mod manager;
 pub mod model_config;
 pub mod placement;
@@ -13,6 +15,7 @@ mod scheduler;
 mod served;
 pub mod tensor;
 pub mod text;
+pub mod upstream;
 
 pub use manager::{IndexEntry, ModelManager, ServingError};
 pub use runtime::{
