@@ -68,6 +68,37 @@ impl From<crate::kb::KbError> for Problem {
                     "the daemon could not complete the request; its log has the cause",
                 )
             }
+            KbError::Generation(g) => g.into(),
+        }
+    }
+}
+
+impl From<crate::inference::generate::GenerateError> for Problem {
+    fn from(e: crate::inference::generate::GenerateError) -> Self {
+        use crate::inference::generate::GenerateError;
+        use axum::http::StatusCode;
+        let detail = e.to_string();
+        match e {
+            GenerateError::NotFound(_) => Problem::not_found(detail),
+            GenerateError::ContextTooLong { .. } | GenerateError::Invalid(_) => {
+                Problem::unprocessable(detail)
+            }
+            GenerateError::Overloaded(_) => Problem::too_many_requests(1, detail),
+            GenerateError::Unavailable(_) => Problem::unavailable(detail),
+            GenerateError::Upstream(_) => {
+                tracing::warn!(error = %detail, "upstream generator failed");
+                Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", detail)
+            }
+            GenerateError::Timeout(_) => {
+                tracing::warn!(error = %detail, "upstream generator timed out");
+                Problem::new(StatusCode::GATEWAY_TIMEOUT, "gateway-timeout", detail)
+            }
+            GenerateError::Internal(_) => {
+                tracing::error!(error = %detail, "generation failed");
+                Problem::internal(
+                    "the daemon could not complete the request; its log has the cause",
+                )
+            }
         }
     }
 }

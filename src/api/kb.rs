@@ -18,7 +18,8 @@ use crate::kb::{
     NewCollection, SearchRequest, SearchResults, Upload,
 };
 
-fn kb(app: &App) -> Result<Arc<KnowledgeBase>, KbError> {
+/// The knowledge base, or why it is not available.
+pub fn kb(app: &App) -> Result<Arc<KnowledgeBase>, KbError> {
     match app.kb.get() {
         Some(Ok(kb)) => Ok(kb.clone()),
         Some(Err(e)) => Err(KbError::Unavailable(format!(

@@ -1,6 +1,7 @@
 //! The HTTP face: routers, request ids, tracing, metrics, and problem+json errors. Handlers are
 //! thin: parse, call one capability, map its error.
 
+mod answers;
 mod errors;
 mod extract;
 mod health;
@@ -72,7 +73,17 @@ pub fn router(app: Arc<App>) -> Router {
             get(kb::document).delete(kb::delete_document),
         )
         .route("/documents/{id}/content", get(kb::content))
-        .route("/search", post(kb::search));
+        .route("/search", post(kb::search))
+        .route("/ask", post(answers::ask))
+        .route("/generators", get(answers::list_generators))
+        .route(
+            "/chats",
+            get(answers::list_chats).post(answers::create_chat),
+        )
+        .route(
+            "/chats/{id}",
+            get(answers::get_chat).delete(answers::delete_chat),
+        );
     let metrics = if app.config.metrics.public {
         get(health::metrics_public)
     } else {

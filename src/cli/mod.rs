@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand. `main.rs` parses and calls [`run`].
 
+mod ask;
 mod client;
 mod completions;
 mod config_cmd;
@@ -55,6 +56,8 @@ pub enum Command {
     Ingest(ingest::Args),
     /// Search the knowledge base of the running daemon (authenticates with SPARKBRAIN_API_KEY)
     Search(search::Args),
+    /// Ask the knowledge base of the running daemon; streams the answer, then its sources (authenticates with SPARKBRAIN_API_KEY)
+    Ask(ask::Args),
     /// Print a shell completion script, e.g. `sparkbrain completions bash > /etc/bash_completion.d/sparkbrain`
     Completions(completions::Args),
     /// Print the manual page (roff), e.g. `sparkbrain man | man -l -`
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(&file, args),
         Command::Ingest(args) => ingest::run(&file, args),
         Command::Search(args) => search::run(&file, args),
+        Command::Ask(args) => ask::run(&file, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),
         // No configuration, no data directory: the child only reads the one file it is given.

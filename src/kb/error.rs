@@ -32,6 +32,9 @@ pub enum KbError {
     /// A fault on the daemon's side.
     #[error("{0}")]
     Internal(String),
+    /// The language model writing an answer failed or refused the request.
+    #[error(transparent)]
+    Generation(#[from] crate::inference::generate::GenerateError),
 }
 
 impl From<StoreError> for KbError {

@@ -5,6 +5,7 @@
 //! `<data_dir>/kb/collections/<id>/` are derived and replayed from the `index_changes` log.
 
 mod access;
+pub mod answer;
 mod chunk;
 mod collections;
 mod documents;
@@ -20,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use crate::telemetry::metrics::KbMetrics;
 pub use access::Access;
+pub use answer::{Answer, AnswerEvent, Answering, AskRequest, Citation};
 pub use chunk::{Chunk, Chunker};
 pub use collections::{
     Collection, CollectionCounts, CollectionPatch, Grant, GrantTarget, NewCollection,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_knowledge_base.sql"),
     include_str!("migrations/0003_documents_by_content.sql"),
+    include_str!("migrations/0004_chats.sql"),
 ];
 
 /// The newest schema version this binary knows.
