@@ -1,5 +1,8 @@
-//! OpenAI-compatible endpoints: `GET /v1/models` and `POST /v1/embeddings`, with OpenAI's
-//! error shape, so the official SDKs work against sparkbrain with an API key.
+//! OpenAI-compatible endpoints: `GET /v1/models`, `POST /v1/embeddings`,
+//! `POST /v1/chat/completions` and `POST /v1/completions`, with OpenAI's error shape, so the
+//! official SDKs work against sparkbrain with an API key.
+
+mod completions;
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use super::extract::Caller;
 use crate::daemon::App;
 use crate::error::Problem;
 use crate::inference::ServingError;
+use crate::inference::generate::GenerateError;
 
 /// Most texts in one embeddings request (OpenAI's own limit).
 const MAX_INPUTS: usize = 2048;
@@ -27,18 +31,37 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::complete))
 }
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 pub struct OpenAiError {
-    status: StatusCode,
-    message: String,
-    param: Option<&'static str>,
-    code: Option<&'static str>,
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+    pub(super) param: Option<&'static str>,
+    pub(super) code: Option<&'static str>,
 }
 
 impl OpenAiError {
-    fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    /// The error body as one JSON value, for a stream that fails part-way.
+    pub(super) fn body(&self) -> Value {
+        json!({ "error": { "message": self.message, "type": kind(self.status), "param": self.param, "code": self.code } })
+    }
+}
+
+fn kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        StatusCode::NOT_FOUND => "invalid_request_error",
+        s if s.is_server_error() => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+impl OpenAiError {
+    pub(super) fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
         OpenAiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -50,17 +73,7 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let kind = match self.status {
-            StatusCode::UNAUTHORIZED => "authentication_error",
-            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-            StatusCode::NOT_FOUND => "invalid_request_error",
-            s if s.is_server_error() => "server_error",
-            _ => "invalid_request_error",
-        };
-        let body = json!({
-            "error": { "message": self.message, "type": kind, "param": self.param, "code": self.code }
-        });
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -74,6 +87,35 @@ impl From<ServingError> for OpenAiError {
                 (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded"))
             }
         };
+        OpenAiError {
+            status,
+            message: e.to_string(),
+            param: None,
+            code,
+        }
+    }
+}
+
+impl From<GenerateError> for OpenAiError {
+    fn from(e: GenerateError) -> Self {
+        let (status, code) = match &e {
+            GenerateError::NotFound(_) => (StatusCode::NOT_FOUND, Some("model_not_found")),
+            GenerateError::ContextTooLong { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("context_length_exceeded"),
+            ),
+            GenerateError::Invalid(_) => (StatusCode::BAD_REQUEST, None),
+            GenerateError::Overloaded(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, Some("rate_limit_exceeded"))
+            }
+            GenerateError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            GenerateError::Upstream(_) => (StatusCode::BAD_GATEWAY, Some("upstream_error")),
+            GenerateError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, Some("upstream_timeout")),
+            GenerateError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "generation failed");
+        }
         OpenAiError {
             status,
             message: e.to_string(),
@@ -134,8 +176,11 @@ fn manager(app: &App) -> Result<Arc<crate::inference::ModelManager>, OpenAiError
 
 async fn models(State(app): State<Arc<App>>, _c: OaCaller) -> Result<Json<Value>, OpenAiError> {
     let models = manager(&app)?;
-    let data: Vec<Value> = models
-        .served_names()?
+    let mut names = models.served_names()?;
+    if let Some(generators) = app.generators() {
+        names.extend(generators.names());
+    }
+    let data: Vec<Value> = names
         .into_iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "sparkbrain" }))
         .collect();
@@ -181,11 +226,10 @@ fn texts(input: &Value) -> Result<Vec<String>, OpenAiError> {
     Ok(texts)
 }
 
-async fn embeddings(
-    State(app): State<Arc<App>>,
-    _c: OaCaller,
+/// Reads a JSON body; an oversized or malformed one is an error in OpenAI's shape.
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<EmbeddingsJson>, OpenAiError> {
+) -> Result<T, OpenAiError> {
     let body = body.map_err(|e| OpenAiError {
         status: e.status(),
         message: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -196,8 +240,16 @@ async fn embeddings(
         param: None,
         code: None,
     })?;
-    let request: EmbeddingsRequest = serde_json::from_slice(&body)
-        .map_err(|e| OpenAiError::invalid(format!("malformed request body: {e}"), None))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| OpenAiError::invalid(format!("malformed request body: {e}"), None))
+}
+
+async fn embeddings(
+    State(app): State<Arc<App>>,
+    _c: OaCaller,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<EmbeddingsJson>, OpenAiError> {
+    let request: EmbeddingsRequest = parse_body(body)?;
     let texts = texts(&request.input)?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
