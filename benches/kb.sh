@@ -65,16 +65,7 @@ start() {
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 
 # Real queries: the three retrieval collections' and the first XQuAD questions, 300 in all.
-python3 - "$shared" "$work/queries.json" <<'PY'
-import json, re, sys
-s = sys.argv[1] + "/data/retrieval"
-q = [" ".join(t.split()) for t in re.findall(r"<title>(.*?)</title>", open(s + "/vaswani/query-text.trec").read(), re.S)]
-q += [" ".join(t.split()) for t in re.findall(r"\.W\n(.*?)(?=\n\.I|\Z)", open(s + "/cranfield/cran.qry").read(), re.S)]
-q += [" ".join(t.split()) for t in re.findall(r"\.W\n(.*?)(?=\n\.[IXTAB] |\n\.I|\Z)", open(s + "/cisi/CISI.QRY").read(), re.S)]
-x = json.load(open(sys.argv[1] + "/data/qa/xquad/xquad.en.json"))
-q += [qa["question"] for a in x["data"] for p in a["paragraphs"] for qa in p["qas"]]
-json.dump([t for t in q if t][:300], open(sys.argv[2], "w"))
-PY
+python3 "$repo/benches/kb/queries.py" "$shared" > "$work/queries.json"
 
 if [[ ! -f "$work/data/sparkbrain.db" ]]; then
   printf '%s\n' "bench-admin-password" | sb user add admin --role admin --password-stdin >/dev/null

@@ -111,3 +111,70 @@ fn ingest_a_folder_then_search_it_from_the_shell() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SPARKBRAIN_API_KEY"));
 }
+
+#[test]
+fn ask_from_the_shell_streams_the_answer_then_its_sources() {
+    let kb = Kb::start_with(crate::util::with_stories(crate::common::Setup::new()));
+    let key: Value = kb
+        .call(
+            Method::POST,
+            &kb.alice,
+            "/api/v1/keys",
+            Some(json!({"name": "shell"})),
+        )
+        .json()
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    kb.collection(&kb.alice, json!({ "name": "notes" }));
+    let resp = kb.upload_bytes(
+        &kb.alice,
+        "notes",
+        "owls.txt",
+        b"Owls hunt at night and sleep during the day.".to_vec(),
+        None,
+    );
+    let id = resp.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    kb.indexed(&kb.alice, id);
+
+    let ask = |args: &[&str]| {
+        kb.setup
+            .command()
+            .env("SPARKBRAIN_API_KEY", &key)
+            .arg("ask")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ask(&["When do owls hunt?", "--collection", "notes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (answer, sources) = stdout.split_once("\nSources:\n").expect("a sources list");
+    // The streamed text is the answer the API gives whole (greedy decoding).
+    let whole: Value = kb
+        .call(
+            Method::POST,
+            &kb.alice,
+            "/api/v1/ask",
+            Some(json!({ "question": "When do owls hunt?", "collections": ["notes"] })),
+        )
+        .json()
+        .unwrap();
+    assert_eq!(
+        answer.trim_end(),
+        whole["answer"].as_str().unwrap().trim_end()
+    );
+    assert!(sources.contains("owls.txt"), "{sources}");
+    assert!(sources.contains("notes · document"), "{sources}");
+
+    let out = ask(&["x", "--collection", "missing"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("404") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}

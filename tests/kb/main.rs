@@ -7,11 +7,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod answers;
 mod cli;
 mod collections;
 mod crash;
 mod disk_full;
 mod documents;
 mod extract;
+mod generation;
 mod search;
+mod upstream;
 mod util;

@@ -201,3 +201,64 @@ pub fn problem(resp: reqwest::blocking::Response) -> (u16, String) {
     let body: Value = resp.json().unwrap_or_else(|_| json!({}));
     (status, body["detail"].as_str().unwrap_or("").to_string())
 }
+
+/// The stories260K fixture's folder.
+pub fn stories() -> PathBuf {
+    let dir = shared().join("models/stories260k");
+    assert!(
+        dir.join("model.onnx").is_file(),
+        "{} is missing",
+        dir.display()
+    );
+    dir
+}
+
+/// The text stories260K writes greedily from BOS alone over 256 positions.
+pub fn stories_expected() -> String {
+    let text = std::fs::read_to_string(stories().join("expected_greedy_256.txt")).expect("read");
+    text.strip_suffix('\n').unwrap_or(&text).to_string()
+}
+
+/// A setup whose daemon runs stories260K as the built-in generator `stories` (the fixture has
+/// no config.json, so the context length is given).
+pub fn with_stories(setup: Setup) -> Setup {
+    setup.with(&format!(
+        "[generators.stories]\nkind = \"onnx\"\nmodel = {:?}\ncontext_length = 512\n",
+        stories().join("model.onnx").display().to_string()
+    ))
+}
+
+/// Server-sent events of a response: (event name, data) pairs, in order.
+pub fn sse(resp: reqwest::blocking::Response) -> Vec<(String, String)> {
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let text = resp.text().expect("body");
+    let mut events = Vec::new();
+    let (mut name, mut data) = (String::new(), Vec::<String>::new());
+    for line in text.lines() {
+        if line.is_empty() {
+            if !data.is_empty() {
+                events.push((std::mem::take(&mut name), data.join("\n")));
+                data.clear();
+            }
+            name.clear();
+        } else if let Some(n) = line.strip_prefix("event:") {
+            name = n.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            data.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+        }
+    }
+    if !data.is_empty() {
+        events.push((name, data.join("\n")));
+    }
+    events
+}
