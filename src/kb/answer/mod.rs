@@ -286,22 +286,53 @@ impl KnowledgeBase {
             .into_iter()
             .map(|(question, answer)| Turn { question, answer })
             .collect();
-        let max_tokens = req.max_tokens.unwrap_or(answers.max_answer_tokens);
-        // Sources that do not fit the model's context are dropped, least relevant first.
-        let prompt = loop {
+        let asked = req.max_tokens;
+        // Without an explicit max_tokens, the answer's room never takes more than a quarter of
+        // the model's context from the sources, and grows into whatever the prompt leaves.
+        let room = |context: usize| match asked {
+            Some(n) => n,
+            None => answers.max_answer_tokens.min(context / 4).max(1),
+        };
+        // Sources that do not fit the model's context are dropped, least relevant first. Each
+        // source's share of the prompt is counted once and the drop computed from it (counting
+        // the whole prompt again per source costs a tokenisation each); the exact count then
+        // confirms it.
+        let mut estimated = false;
+        let (prompt, max_tokens) = loop {
             let prompt = build_prompt(&citations, &turns, &question, answers.max_passage_chars);
             match generators.measure(&model, &prompt)? {
-                Some((tokens, context)) if tokens + max_tokens > context => {
-                    if citations.pop().is_none() {
+                Some((tokens, context)) if tokens + room(context) > context => {
+                    if citations.is_empty() {
                         return Err(GenerateError::ContextTooLong {
                             prompt_tokens: tokens,
-                            max_tokens,
+                            max_tokens: room(context),
                             context_length: context,
                         }
                         .into());
                     }
+                    let mut excess = tokens + room(context) - context;
+                    if estimated {
+                        citations.pop();
+                        continue;
+                    }
+                    estimated = true;
+                    while excess > 0
+                        && let Some(last) = citations.last()
+                    {
+                        let block = prompt::quoted(&source(last), answers.max_passage_chars);
+                        let share = generators
+                            .measure(&model, &Prompt::Text(block))?
+                            .map_or(excess, |(n, _)| n.saturating_sub(1));
+                        excess = excess.saturating_sub(share.max(1));
+                        citations.pop();
+                    }
                 }
-                _ => break prompt,
+                Some((tokens, context)) => {
+                    let max = asked
+                        .unwrap_or_else(|| answers.max_answer_tokens.min(context - tokens).max(1));
+                    break (prompt, max);
+                }
+                None => break (prompt, asked.unwrap_or(answers.max_answer_tokens)),
             }
         };
         let generating = Instant::now();
@@ -409,16 +440,17 @@ fn build_prompt(
     question: &str,
     max_chars: usize,
 ) -> Prompt {
-    let sources: Vec<Source<'_>> = citations
-        .iter()
-        .map(|c| Source {
-            n: c.n,
-            title: c.title.as_deref().unwrap_or(&c.filename),
-            page: c.page_start,
-            text: &c.text,
-        })
-        .collect();
+    let sources: Vec<Source<'_>> = citations.iter().map(source).collect();
     prompt::build(&sources, turns, question, max_chars)
+}
+
+fn source(c: &Citation) -> Source<'_> {
+    Source {
+        n: c.n,
+        title: c.title.as_deref().unwrap_or(&c.filename),
+        page: c.page_start,
+        text: &c.text,
+    }
 }
 
 fn citation(hit: Hit) -> Citation {

@@ -52,14 +52,7 @@ pub fn build(sources: &[Source<'_>], history: &[Turn], question: &str, max_chars
     }
     let mut user = String::from("Sources:\n");
     for s in sources {
-        let page = s.page.map(|p| format!(" page=\"{p}\"")).unwrap_or_default();
-        let text: String = s.text.chars().take(max_chars).collect();
-        user.push_str(&format!(
-            "<source n=\"{}\" title=\"{}\"{page}>\n{}\n</source>\n",
-            s.n,
-            defuse(s.title).replace('"', "'"),
-            defuse(&text)
-        ));
+        user.push_str(&quoted(s, max_chars));
     }
     if sources.is_empty() {
         user.push_str("(none found)\n");
@@ -71,6 +64,18 @@ pub fn build(sources: &[Source<'_>], history: &[Turn], question: &str, max_chars
         content: user,
     });
     Prompt::Chat(messages)
+}
+
+/// One source as the prompt quotes it.
+pub fn quoted(s: &Source<'_>, max_chars: usize) -> String {
+    let page = s.page.map(|p| format!(" page=\"{p}\"")).unwrap_or_default();
+    let text: String = s.text.chars().take(max_chars).collect();
+    format!(
+        "<source n=\"{}\" title=\"{}\"{page}>\n{}\n</source>\n",
+        s.n,
+        defuse(s.title).replace('"', "'"),
+        defuse(&text)
+    )
 }
 
 /// Turns any `<source` or `</source` in quoted text (any case) into a harmless look-alike.
