@@ -267,14 +267,12 @@ impl KnowledgeBase {
                 retrieval_ms,
             };
             if let Some(chat) = req.chat {
-                self.record(
-                    chat,
-                    question,
-                    NO_GENERATOR.to_string(),
-                    head.citations.clone(),
-                    None,
-                )
-                .await?;
+                let citations = head.citations.clone();
+                self.store
+                    .run(move |conn| {
+                        chats::record(conn, chat, &question, NO_GENERATOR, &citations, None)
+                    })
+                    .await?;
             }
             // The channel holds both events, so these sends cannot wait.
             let _ = tx.send(AnswerEvent::Delta(NO_GENERATOR.to_string())).await;
@@ -409,28 +407,6 @@ impl KnowledgeBase {
             }
         });
         Ok(Answering { head, events: rx })
-    }
-
-    async fn record(
-        &self,
-        chat: i64,
-        question: String,
-        answer: String,
-        citations: Vec<Citation>,
-        generator: Option<String>,
-    ) -> Result<(), KbError> {
-        self.store
-            .run(move |conn| {
-                chats::record(
-                    conn,
-                    chat,
-                    &question,
-                    &answer,
-                    &citations,
-                    generator.as_deref(),
-                )
-            })
-            .await
     }
 }
 
