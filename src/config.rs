@@ -47,6 +47,8 @@ pub struct Config {
     pub kb: KbConfig,
     /// Answers from the knowledge base (retrieval-augmented generation).
     pub answers: AnswersConfig,
+    /// GPU supervision through NVML and the host services the GPUs depend on.
+    pub gpu: GpuConfig,
     /// Language models that write answers and chat completions, by the name clients use.
     #[serde(default)]
     pub generators: std::collections::BTreeMap<String, GeneratorConfig>,
@@ -92,6 +94,28 @@ pub struct AuthConfig {
     pub login_window_seconds: u64,
     /// Shortest accepted password.
     pub min_password_length: usize,
+}
+
+/// `[gpu]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Supervise GPUs at all; `false` runs CPU-only without loading NVML.
+    pub enabled: bool,
+    /// Explicit path of the NVML library; empty means the system's `libnvidia-ml.so.1`.
+    pub nvml_library: String,
+    /// Milliseconds between two samples of every GPU.
+    pub sample_interval_ms: u64,
+    /// How far back the per-sample history reaches, in seconds.
+    pub history_seconds: u64,
+    /// How far back the per-minute history reaches, in minutes.
+    pub history_minutes: u64,
+    /// A GPU instance needs this many times its model file's size in free GPU memory.
+    pub placement_memory_factor: f64,
+    /// systemd units the GPUs depend on, watched over D-Bus.
+    pub host_services: Vec<String>,
+    /// D-Bus address of the system bus; empty means the standard one, `off` watches nothing.
+    pub system_bus: String,
 }
 
 /// `[metrics]`.
@@ -726,6 +750,7 @@ impl Config {
             ));
         }
         self.validate_answers()?;
+        self.validate_gpu()?;
         let positive: [(&'static str, u64); 16] = [
             (
                 "auth.access_token_ttl_seconds",
@@ -829,6 +854,47 @@ impl Config {
 }
 
 impl Config {
+    /// Checks `[gpu]`.
+    fn validate_gpu(&self) -> Result<(), (&'static str, String)> {
+        let g = &self.gpu;
+        if !(100..=3_600_000).contains(&g.sample_interval_ms) {
+            return Err((
+                "gpu.sample_interval_ms",
+                format!(
+                    "{} is out of range 100-3600000 (milliseconds)",
+                    g.sample_interval_ms
+                ),
+            ));
+        }
+        if g.history_seconds > 86_400 || g.history_minutes > 43_200 {
+            return Err((
+                "gpu.history_seconds",
+                "gpu.history_seconds must be at most 86400 and gpu.history_minutes at most 43200"
+                    .to_string(),
+            ));
+        }
+        if !(g.placement_memory_factor.is_finite() && g.placement_memory_factor >= 1.0) {
+            return Err((
+                "gpu.placement_memory_factor",
+                format!(
+                    "{} must be a number of at least 1",
+                    g.placement_memory_factor
+                ),
+            ));
+        }
+        if let Some(bad) = g
+            .host_services
+            .iter()
+            .find(|u| u.is_empty() || u.contains('/') || !u.contains('.'))
+        {
+            return Err((
+                "gpu.host_services",
+                format!("{bad:?} is not a systemd unit name such as nvidia-persistenced.service"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks `[answers]` and `[generators.*]`.
     fn validate_answers(&self) -> Result<(), (&'static str, String)> {
         let a = &self.answers;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod gpu;
 pub mod inference;
 pub mod kb;
 pub mod store;
