@@ -2,4 +2,6 @@
 //! host services the GPUs depend on (over D-Bus), DCGM-named metrics and health-aware
 //! placement of model instances.
 
+pub mod host_services;
+pub mod nvml;
 pub mod reading;
