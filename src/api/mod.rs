@@ -4,6 +4,7 @@
 mod answers;
 mod errors;
 mod extract;
+mod gpus;
 mod health;
 mod inference;
 mod kb;
@@ -37,6 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/logout", post(session::logout))
         .route("/auth/me", get(session::me))
         .route("/status", get(health::status))
+        .route("/gpus", get(gpus::list))
+        .route("/gpus/{uuid}/history", get(gpus::history))
         .route("/users", get(users::list).post(users::create))
         .route(
             "/users/{name}",

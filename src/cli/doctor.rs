@@ -57,6 +57,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     items.push(database(config));
     items.extend(runtime(config));
     items.push(certificate(config));
+    items.push(gpus(config));
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&items)?);
@@ -75,6 +76,47 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+/// Opens NVML as the daemon would: CPU-only is a warning, not a failure.
+fn gpus(config: &Config) -> Item {
+    if !config.gpu.enabled {
+        return item(
+            "gpus",
+            Level::Ok,
+            "GPU supervision is off ([gpu] enabled = false): CPU-only",
+        );
+    }
+    let library =
+        (!config.gpu.nvml_library.is_empty()).then(|| Path::new(&config.gpu.nvml_library));
+    match crate::gpu::nvml::Nvml::open(library) {
+        Err(e) => item("gpus", Level::Warn, format!("CPU-only: {e}")),
+        Ok(nvml) => match nvml.inventory() {
+            Ok(gpus) => {
+                let driver = nvml.driver();
+                let names: Vec<String> = gpus
+                    .iter()
+                    .map(|g| format!("{} {}", g.index, g.name))
+                    .collect();
+                item(
+                    "gpus",
+                    Level::Ok,
+                    format!(
+                        "{} GPUs (driver {}, CUDA {}): {}",
+                        gpus.len(),
+                        driver.driver_version,
+                        driver.cuda_driver_version,
+                        names.join(", ")
+                    ),
+                )
+            }
+            Err(e) => item(
+                "gpus",
+                Level::Fail,
+                format!("NVML loaded but cannot list the GPUs: {e}"),
+            ),
+        },
+    }
 }
 
 fn item(check: &'static str, level: Level, detail: impl Into<String>) -> Item {

@@ -5,6 +5,7 @@ mod client;
 mod completions;
 mod config_cmd;
 mod doctor;
+mod gpu;
 mod ingest;
 mod search;
 mod serve;
@@ -54,6 +55,8 @@ pub enum Command {
     Doctor(doctor::Args),
     /// Upload files and folders into a collection of the running daemon and wait until they are indexed (authenticates with SPARKBRAIN_API_KEY)
     Ingest(ingest::Args),
+    /// Show the GPUs of the running daemon with their health, like nvidia-smi's summary (authenticates with SPARKBRAIN_API_KEY)
+    Gpu(gpu::Args),
     /// Search the knowledge base of the running daemon (authenticates with SPARKBRAIN_API_KEY)
     Search(search::Args),
     /// Ask the knowledge base of the running daemon; streams the answer, then its sources (authenticates with SPARKBRAIN_API_KEY)
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(&file, args),
         Command::Ingest(args) => ingest::run(&file, args),
         Command::Search(args) => search::run(&file, args),
+        Command::Gpu(args) => gpu::run(&file, args),
         Command::Ask(args) => ask::run(&file, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man => completions::man(),

@@ -27,10 +27,14 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     } = client::local_endpoint(&config);
     let schema = peek_schema_version(&config.data_dir).ok().flatten();
     let probe = pid.map(|_| probe_ready(&url, fingerprint.as_deref()));
-    let (ready, reasons) = match &probe {
-        Some(Ok((ready, reasons))) => (Some(*ready), reasons.clone()),
-        Some(Err(e)) => (Some(false), vec![format!("cannot reach the daemon: {e:#}")]),
-        None => (None, Vec::new()),
+    let (ready, reasons, gpus) = match &probe {
+        Some(Ok(p)) => (Some(p.ready), p.reasons.clone(), p.gpus.clone()),
+        Some(Err(e)) => (
+            Some(false),
+            vec![format!("cannot reach the daemon: {e:#}")],
+            None,
+        ),
+        None => (None, Vec::new(), None),
     };
     if args.json {
         let out = json!({
@@ -42,6 +46,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
             "tls_sha256_fingerprint": fingerprint,
             "ready": ready,
             "reasons": reasons,
+            "gpus": gpus,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -59,6 +64,9 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
             (Some(f), _) => println!("TLS 1.3:      SHA-256 {f}"),
             (None, Some(e)) => println!("TLS 1.3:      certificate not readable: {e}"),
             (None, None) => println!("TLS:          off (loopback address)"),
+        }
+        if let Some(g) = &gpus {
+            println!("GPUs:         {g}");
         }
         match ready {
             Some(true) => println!("ready:        yes"),
@@ -81,8 +89,16 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// What `/readyz` said.
+struct Probe {
+    ready: bool,
+    reasons: Vec<String>,
+    /// The GPU check's detail (CPU-only and why, or the GPUs and their health).
+    gpus: Option<String>,
+}
+
 /// Asks the running daemon at `url` for `/readyz`.
-fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<(bool, Vec<String>)> {
+fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<Probe> {
     let client = client::http_client(url, fingerprint)?;
     let url = format!("{}/readyz", client::reachable(url)?);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -100,6 +116,16 @@ fn probe_ready(url: &str, fingerprint: Option<&str>) -> anyhow::Result<(bool, Ve
                     .collect()
             })
             .unwrap_or_default();
-        Ok((ok, reasons))
+        let gpus = body["checks"].as_array().and_then(|checks| {
+            checks
+                .iter()
+                .find(|c| c["name"] == "gpus")
+                .and_then(|c| c["detail"].as_str().map(str::to_string))
+        });
+        Ok(Probe {
+            ready: ok,
+            reasons,
+            gpus,
+        })
     })
 }

@@ -13,6 +13,10 @@ use serde::Serialize;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::ControlMode;
+use crate::gpu::health::Health;
+use crate::gpu::metrics::GpuCollector;
+use crate::gpu::placement::GpuPlacement;
+use crate::gpu::{Gpus, NvmlStatus};
 use crate::inference::generators::Generators;
 use crate::inference::{ModelManager, Runtime, RuntimeError};
 use crate::kb::KnowledgeBase;
@@ -45,6 +49,8 @@ pub struct App {
     pub auth: Auth,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// The GPU supervisor.
+    pub gpus: Arc<Gpus>,
     /// Set once the runtime loader has finished.
     pub runtime: OnceLock<RuntimeState>,
     /// The knowledge base, once its indexes are open (or why they could not be).
@@ -165,9 +171,55 @@ impl App {
                 }
             }
         }
+        checks.push(self.gpu_check());
         Readiness {
             ready: checks.iter().all(|c| c.ok),
             checks,
+        }
+    }
+
+    /// GPUs: CPU-only is a normal state; failed GPUs or failed host services are not ready
+    /// while no GPU is left to work on.
+    fn gpu_check(&self) -> Check {
+        let (ok, detail) = match self.gpus.nvml_status() {
+            NvmlStatus::Disabled => (
+                true,
+                "CPU-only: GPU supervision is off ([gpu] enabled = false)".to_string(),
+            ),
+            NvmlStatus::Unavailable(why) => (true, format!("CPU-only: {why}")),
+            NvmlStatus::Ok => {
+                let gpus = self.gpus.statuses();
+                let usable = gpus
+                    .iter()
+                    .filter(|g| g.health.health != Health::Failed)
+                    .count();
+                let not_healthy: Vec<String> = gpus
+                    .iter()
+                    .filter(|g| g.health.health != Health::Healthy)
+                    .map(|g| {
+                        format!(
+                            "GPU {} {}: {}",
+                            g.inventory.index,
+                            g.health.health.as_str(),
+                            g.health.reasons.join("; ")
+                        )
+                    })
+                    .collect();
+                let host = self.gpus.host_reasons();
+                let mut detail = format!("{} GPUs, {usable} usable", gpus.len());
+                if !host.is_empty() {
+                    // A GPU degraded by a host service says so once, here, not per GPU.
+                    detail.push_str(&format!("; {}", host.join("; ")));
+                } else if !not_healthy.is_empty() {
+                    detail.push_str(&format!("; {}", not_healthy.join("; ")));
+                }
+                ((gpus.is_empty() || usable > 0) && host.is_empty(), detail)
+            }
+        };
+        Check {
+            name: "gpus",
+            ok,
+            detail,
         }
     }
 
@@ -198,6 +250,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let blobs = BlobStore::open(&config.data_dir)?;
     let auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
     let metrics = Metrics::new().context("cannot set up metrics")?;
+    let gpu_config = config.gpu.clone();
+    let gpu_store = store.clone();
+    let gpus = tokio::task::spawn_blocking(move || Gpus::open(&gpu_config, Some(gpu_store)))
+        .await
+        .context("the GPU supervisor failed to start")?;
+    metrics
+        .register(Box::new(
+            GpuCollector::new(gpus.clone()).context("cannot set up GPU metrics")?,
+        ))
+        .context("cannot set up GPU metrics")?;
+    if gpus.nvml_status() == &NvmlStatus::Ok {
+        let watcher = gpus.clone();
+        let gpu_config = config.gpu.clone();
+        tokio::spawn(async move { watcher.watch_host_services(&gpu_config).await });
+    }
 
     let tls = if config.uses_tls() {
         let setup = tls::setup(&config)?;
@@ -236,6 +303,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         blobs,
         auth,
         metrics,
+        gpus,
         runtime: OnceLock::new(),
         kb: OnceLock::new(),
         started,
@@ -255,7 +323,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let loader_app = app.clone();
     let loader = tokio::task::spawn_blocking(move || {
-        load_runtime(&loader_app.config, loader_app.metrics.serving())
+        load_runtime(
+            &loader_app.config,
+            loader_app.metrics.serving(),
+            &loader_app.gpus,
+        )
     });
     // The indexes open (and replay) beside the runtime: both take a while on a big box.
     let kb_app = app.clone();
@@ -333,6 +405,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !finished {
         tracing::warn!("grace period over; dropping the requests still running");
     }
+    app.gpus.stop();
     if let Some(Ok(kb)) = app.kb.get() {
         let kb = kb.clone();
         tokio::task::spawn_blocking(move || kb.shutdown())
@@ -349,7 +422,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
+fn load_runtime(config: &Config, metrics: ServingMetrics, gpus: &Arc<Gpus>) -> RuntimeState {
     match Runtime::load(&config.runtime) {
         Ok(runtime) => {
             let runtime = Arc::new(runtime);
@@ -360,6 +433,30 @@ fn load_runtime(config: &Config, metrics: ServingMetrics) -> RuntimeState {
                 tracing::warn!(path = %repository.display(), error = %e, "cannot create the model repository");
             }
             let models = Arc::new(ModelManager::new(runtime.clone(), config, metrics));
+            if gpus.nvml_status() == &NvmlStatus::Ok {
+                models.set_placement(Arc::new(GpuPlacement::new(
+                    gpus.clone(),
+                    config.gpu.placement_memory_factor,
+                )));
+                let weak = Arc::downgrade(&models);
+                gpus.on_health_change(Box::new(move |gpu, _before| {
+                    if gpu.health.health != Health::Failed {
+                        return;
+                    }
+                    let Some(models) = weak.upgrade() else {
+                        return;
+                    };
+                    let index = gpu.inventory.index;
+                    let why = gpu.health.reasons.join("; ");
+                    // Reloading takes seconds; the sampler must keep sampling meanwhile.
+                    let moved = std::thread::Builder::new()
+                        .name("gpu-evacuate".into())
+                        .spawn(move || models.evacuate(index, &why));
+                    if let Err(e) = moved {
+                        tracing::error!("cannot move models off GPU {index}: {e}");
+                    }
+                }));
+            }
             models.load_startup(&config.serving.startup_models);
             // After the repository's models, so that one of the same name keeps its place.
             let name = &config.models.embedding_name;

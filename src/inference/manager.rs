@@ -99,7 +99,7 @@ pub struct ModelManager {
     changes: Mutex<()>,
     metrics: ServingMetrics,
     cache: Option<Arc<ResponseCache>>,
-    placement: Box<dyn Placement>,
+    placement: RwLock<Arc<dyn Placement>>,
 }
 
 impl ModelManager {
@@ -116,13 +116,95 @@ impl ModelManager {
             models: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
             metrics,
-            placement: Box::new(CpuOnly),
+            placement: RwLock::new(Arc::new(CpuOnly)),
             cache: (config.serving.cache_bytes > 0).then(|| {
                 Arc::new(ResponseCache::new(
                     usize::try_from(config.serving.cache_bytes).unwrap_or(usize::MAX),
                     Duration::from_secs(config.serving.cache_ttl_seconds),
                 ))
             }),
+        }
+    }
+
+    /// Places instances with `placement` from now on (the GPU supervisor's, when NVML answers).
+    pub fn set_placement(&self, placement: Arc<dyn Placement>) {
+        if let Ok(mut p) = self.placement.write() {
+            *p = placement;
+        }
+    }
+
+    /// The device of every instance of every ready version, as (model, version, devices).
+    pub fn placements(&self) -> Vec<(String, u64, Vec<Device>)> {
+        let Ok(models) = self.models.read() else {
+            return Vec::new();
+        };
+        models
+            .iter()
+            .flat_map(|(name, entry)| {
+                entry
+                    .versions
+                    .iter()
+                    .filter_map(move |(v, state)| match state {
+                        VersionState::Ready(m) => Some((name.clone(), *v, m.devices.clone())),
+                        VersionState::Unavailable(_) => None,
+                    })
+            })
+            .collect()
+    }
+
+    /// Moves the instances off a GPU that failed: every version with an instance on `gpu` is
+    /// taken out of service at once (its queued requests get 503 rather than wait on a dead
+    /// device), then its model is reloaded with the placement, which no longer offers that
+    /// GPU. A model that cannot be placed elsewhere stays unavailable with the reason.
+    pub fn evacuate(&self, gpu: u32, why: &str) {
+        let affected: Vec<String> = {
+            let Ok(models) = self.models.read() else {
+                return;
+            };
+            let mut affected = Vec::new();
+            for (name, entry) in models.iter() {
+                let mut hit = false;
+                for state in entry.versions.values() {
+                    if let VersionState::Ready(m) = state
+                        && m.devices.contains(&Device::Gpu(gpu))
+                    {
+                        m.retire(format!(
+                            "model {name:?} version {} is moving off GPU {gpu} ({why}); retry shortly",
+                            m.version
+                        ));
+                        hit = true;
+                    }
+                }
+                if hit {
+                    affected.push(name.clone());
+                }
+            }
+            affected
+        };
+        for name in affected {
+            tracing::warn!(model = %name, gpu, "moving the model's instances off a failed GPU");
+            match self.load_model(&name, None) {
+                Ok(()) => tracing::info!(model = %name, "model moved off GPU {gpu}"),
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e, "the model cannot be moved off GPU {gpu}");
+                    if let Ok(mut models) = self.models.write()
+                        && let Some(entry) = models.get_mut(&name)
+                    {
+                        for state in entry.versions.values_mut() {
+                            let why_not = match state {
+                                VersionState::Unavailable(r) => r.clone(),
+                                VersionState::Ready(m) if m.devices.contains(&Device::Gpu(gpu)) => {
+                                    e.to_string()
+                                }
+                                VersionState::Ready(_) => continue,
+                            };
+                            *state = VersionState::Unavailable(format!(
+                                "GPU {gpu} failed ({why}) and the model cannot move: {why_not}"
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -290,9 +372,10 @@ impl ModelManager {
             base.instance_group.clone()
         };
         let model_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let placement = self.placement.read().map_err(|_| poisoned())?.clone();
         let mut devices = Vec::new();
         for group in &groups {
-            let placed = self.placement.place(&source.name, group, model_bytes);
+            let placed = placement.place(&source.name, group, model_bytes);
             if placed.is_empty() {
                 return Err(ServingError::Invalid(format!(
                     "instance group {:?} ({:?}) cannot be placed: no usable GPU on this box",
@@ -385,6 +468,7 @@ impl ModelManager {
             inputs,
             outputs,
             sessions,
+            devices,
             text,
             cache,
             metrics: self.metrics.clone(),
@@ -487,6 +571,7 @@ impl ModelManager {
             inputs,
             outputs,
             sessions: vec![opened.session],
+            devices: vec![Device::Cpu],
             text,
             cache: None,
             metrics: self.metrics.clone(),

@@ -1,8 +1,8 @@
 //! One loaded version of a model: its configuration, its instances behind a scheduler, and the
 //! requests it answers (tensors, or texts for models with a text task).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
@@ -12,6 +12,7 @@ use super::batcher::{TensorRequest, run_merged, tensor_rows, tensors_compatible}
 use super::cache::{self, ResponseCache};
 use super::manager::ServingError;
 use super::model_config::ModelConfig;
+use super::placement::Device;
 use super::repository::ModelTensor;
 use super::runtime::Provider;
 use super::scheduler::{BatchRule, Replies, SchedulePolicy, Scheduler};
@@ -33,7 +34,8 @@ pub struct ServedModel {
     pub inputs: Vec<ModelTensor>,
     /// The model's declared outputs (full shapes).
     pub outputs: Vec<ModelTensor>,
-    instances: usize,
+    /// The device of each instance.
+    pub devices: Vec<Device>,
     runner: Arc<Runner>,
     /// The response cache, when the model opted in and the cache is on.
     cache: Option<Arc<ResponseCache>>,
@@ -56,6 +58,8 @@ pub struct VersionParts {
     pub outputs: Vec<ModelTensor>,
     /// One session per instance.
     pub sessions: Vec<Session>,
+    /// The device of each session.
+    pub devices: Vec<Device>,
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
     /// The response cache, when the model uses it.
@@ -185,8 +189,8 @@ impl ServedModel {
             text: parts.text,
             metrics: parts.metrics,
             stats: VersionStats::default(),
+            retired: OnceLock::new(),
         });
-        let instances = parts.sessions.len();
         let worker = runner.clone();
         let scheduler = Scheduler::start(
             &parts.name,
@@ -208,7 +212,7 @@ impl ServedModel {
             provider: parts.provider,
             inputs: parts.inputs,
             outputs: parts.outputs,
-            instances,
+            devices: parts.devices,
             runner,
             cache: parts.cache,
             scheduler,
@@ -222,7 +226,13 @@ impl ServedModel {
 
     /// How many sessions (instances) serve this version.
     pub fn instance_count(&self) -> usize {
-        self.instances
+        self.devices.len()
+    }
+
+    /// Takes the version out of service: requests queued or arriving from now on are answered
+    /// with `ServingError::Unavailable(why)` instead of running on a device that failed.
+    pub fn retire(&self, why: String) {
+        let _ = self.runner.retired.set(why);
     }
 
     /// The text task, or a clear refusal for models without one.
@@ -390,6 +400,9 @@ impl ServedModel {
         rows: u64,
         timeout: Option<Duration>,
     ) -> Result<Answer, ServingError> {
+        if let Some(why) = self.runner.retired.get() {
+            return Err(ServingError::Unavailable(why.clone()));
+        }
         let labels = self.runner.labels();
         let m = &self.runner.metrics;
         let started = Instant::now();
@@ -637,6 +650,8 @@ struct Runner {
     text: Option<TextTask>,
     metrics: ServingMetrics,
     stats: VersionStats,
+    /// Why the version was taken out of service, once it is.
+    retired: OnceLock<String>,
 }
 
 impl Runner {
@@ -646,6 +661,10 @@ impl Runner {
 
     /// Runs one batch from the scheduler and answers each request.
     fn run(&self, session: &mut Session, jobs: Vec<Work>, replies: &mut Replies<Answer>) {
+        if let Some(why) = self.retired.get() {
+            replies.fail_rest(&ServingError::Unavailable(why.clone()));
+            return;
+        }
         let mut tensors = Vec::new();
         let mut texts = Vec::new();
         for job in jobs {

@@ -223,6 +223,14 @@ impl Metrics {
         })
     }
 
+    /// Adds a collector whose metrics every scrape gathers (the GPU supervisor's).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The model-serving instruments.
     pub fn serving(&self) -> ServingMetrics {
         self.serving.clone()
