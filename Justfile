@@ -71,3 +71,11 @@ man:
 # Format all code
 fmt:
     cargo fmt --all
+
+# GPU supervision cost with 8 fake GPUs: sampler CPU per sample, /metrics scrape CPU and p99 under 32 scrapers
+bench-gpu:
+    bash benches/gpu.sh
+
+# On a GPU host: compare the daemon's inventory and samples with nvidia-smi's
+gpu-check:
+    bash scripts/gpu-check.sh
