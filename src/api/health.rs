@@ -45,7 +45,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 fn render_metrics(app: &App) -> Response {
-    match app.metrics.render() {
+    match app.metrics.render(&app.gpus.metrics_text()) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -14,7 +14,6 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::config::ControlMode;
 use crate::gpu::health::Health;
-use crate::gpu::metrics::GpuCollector;
 use crate::gpu::placement::GpuPlacement;
 use crate::gpu::{Gpus, NvmlStatus};
 use crate::inference::generators::Generators;
@@ -255,11 +254,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gpus = tokio::task::spawn_blocking(move || Gpus::open(&gpu_config, Some(gpu_store)))
         .await
         .context("the GPU supervisor failed to start")?;
-    metrics
-        .register(Box::new(
-            GpuCollector::new(gpus.clone()).context("cannot set up GPU metrics")?,
-        ))
-        .context("cannot set up GPU metrics")?;
     if gpus.nvml_status() == &NvmlStatus::Ok {
         let watcher = gpus.clone();
         let gpu_config = config.gpu.clone();

@@ -1,26 +1,15 @@
 //! GPU metrics under DCGM exporter's names, units and labels, so existing Grafana dashboards
-//! work unchanged, plus sparkbrain's own health and XID counts. A scrape reads the
-//! supervisor's latest sample; it never calls NVML.
+//! work unchanged, plus sparkbrain's own health, XID counts, host services and sampler cost.
+//!
+//! The text is rendered once per sample round (and on a health change), off the request
+//! path: a scrape copies the latest text and never calls NVML nor builds per-GPU metric
+//! objects, so 32 concurrent scrapers cost no more than one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::fmt::Write as _;
 
 use super::health::Health;
 use super::reading::GpuSample;
-use super::supervisor::{GpuStatus, Gpus};
-
-/// DCGM exporter's labels, in its order.
-const LABELS: [&str; 6] = [
-    "gpu",
-    "UUID",
-    "pci_bus_id",
-    "device",
-    "modelName",
-    "Hostname",
-];
+use super::supervisor::{GpuStatus, HostServicesStatus, SamplerCost};
 
 type Read = fn(&GpuStatus, &GpuSample) -> Option<f64>;
 
@@ -168,213 +157,141 @@ const FIELDS: &[(&str, &str, bool, Read)] = &[
     ),
 ];
 
-const HEALTH: &str = "sparkbrain_gpu_health";
-const XIDS: &str = "sparkbrain_gpu_xid_errors_total";
-const HOST: &str = "sparkbrain_gpu_host_service";
-const ROUNDS: &str = "sparkbrain_gpu_samples_total";
-const SAMPLER_CPU: &str = "sparkbrain_gpu_sampler_cpu_seconds_total";
-
-/// The collector registered with the daemon's registry.
-pub struct GpuCollector {
-    gpus: Arc<Gpus>,
-    descs: Vec<Desc>,
+/// Writes one family's header.
+fn header(out: &mut String, name: &str, help: &str, counter: bool) {
+    let kind = if counter { "counter" } else { "gauge" };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-impl GpuCollector {
-    /// A collector over the supervisor's state.
-    pub fn new(gpus: Arc<Gpus>) -> Result<GpuCollector, prometheus::Error> {
-        let labels = |extra: &[&str]| -> Vec<String> {
-            LABELS
-                .iter()
-                .chain(extra)
-                .map(|l| (*l).to_string())
-                .collect()
-        };
-        let mut descs = FIELDS
-            .iter()
-            .map(|(name, help, _, _)| {
-                Desc::new((*name).into(), (*help).into(), labels(&[]), HashMap::new())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        descs.push(Desc::new(
-            HEALTH.into(),
-            "GPU health as sparkbrain judges it: 1 for the current state (healthy, degraded, failed).".into(),
-            labels(&["health"]),
-            HashMap::new(),
-        )?);
-        descs.push(Desc::new(
-            XIDS.into(),
-            "XID errors received since the daemon started, by XID number.".into(),
-            labels(&["xid"]),
-            HashMap::new(),
-        )?);
-        descs.push(Desc::new(
-            HOST.into(),
-            "Host services the GPUs depend on: 1 for the unit's current state.".into(),
-            vec!["unit".into(), "state".into()],
-            HashMap::new(),
-        )?);
-        descs.push(Desc::new(
-            ROUNDS.into(),
-            "Sampling rounds done; each reads every GPU once.".into(),
-            Vec::new(),
-            HashMap::new(),
-        )?);
-        descs.push(Desc::new(
-            SAMPLER_CPU.into(),
-            "CPU time the GPU sampler thread spent sampling.".into(),
-            Vec::new(),
-            HashMap::new(),
-        )?);
-        Ok(GpuCollector { gpus, descs })
+/// Escapes a label value as the text format wants (backslash, quote, newline).
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        value.into()
     }
 }
 
-fn family(name: &str, help: &str, counter: bool, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(if counter {
-        MetricType::COUNTER
-    } else {
-        MetricType::GAUGE
-    });
-    f.set_metric(metrics);
-    f
-}
-
-fn metric(labels: &[(&str, &str)], value: f64, counter: bool) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(
-        labels
-            .iter()
-            .map(|(k, v)| {
-                let mut l = LabelPair::default();
-                l.set_name((*k).to_string());
-                l.set_value((*v).to_string());
-                l
-            })
-            .collect(),
+/// Renders the GPU metrics in the Prometheus text format.
+pub fn render(
+    gpus: &[GpuStatus],
+    host: &HostServicesStatus,
+    hostname: &str,
+    cost: SamplerCost,
+) -> String {
+    let mut out = String::with_capacity(256 * (FIELDS.len() + 4) * gpus.len().max(1));
+    // DCGM exporter's labels, in its order; the same for every line of a GPU.
+    let labels: Vec<String> = gpus
+        .iter()
+        .map(|g| {
+            let i = &g.inventory;
+            format!(
+                "gpu=\"{}\",UUID=\"{}\",pci_bus_id=\"{}\",device=\"nvidia{}\",modelName=\"{}\",Hostname=\"{}\"",
+                i.index,
+                escape(&i.uuid),
+                escape(&i.pci_bus_id),
+                i.index,
+                escape(&i.name),
+                escape(hostname)
+            )
+        })
+        .collect();
+    for (name, help, counter, read) in FIELDS {
+        let mut wrote_header = false;
+        for (g, l) in gpus.iter().zip(&labels) {
+            let Some(value) = g.sample.as_ref().and_then(|s| read(g, s)) else {
+                continue;
+            };
+            if !wrote_header {
+                header(&mut out, name, help, *counter);
+                wrote_header = true;
+            }
+            let _ = writeln!(out, "{name}{{{l}}} {value}");
+        }
+    }
+    if gpus.is_empty() {
+        return out;
+    }
+    header(
+        &mut out,
+        "sparkbrain_gpu_health",
+        "GPU health as sparkbrain judges it: 1 for the current state (healthy, degraded, failed).",
+        false,
     );
-    if counter {
-        let mut c = Counter::default();
-        c.set_value(value);
-        m.set_counter(c);
-    } else {
-        let mut g = Gauge::default();
-        g.set_value(value);
-        m.set_gauge(g);
+    for (g, l) in gpus.iter().zip(&labels) {
+        for state in [Health::Healthy, Health::Degraded, Health::Failed] {
+            let on = u8::from(g.health.health == state);
+            let _ = writeln!(
+                out,
+                "sparkbrain_gpu_health{{{l},health=\"{}\"}} {on}",
+                state.as_str()
+            );
+        }
     }
-    m
+    if gpus.iter().any(|g| !g.xids.counts.is_empty()) {
+        header(
+            &mut out,
+            "sparkbrain_gpu_xid_errors_total",
+            "XID errors received since the daemon started, by XID number.",
+            true,
+        );
+        for (g, l) in gpus.iter().zip(&labels) {
+            for (xid, count) in &g.xids.counts {
+                let _ = writeln!(
+                    out,
+                    "sparkbrain_gpu_xid_errors_total{{{l},xid=\"{xid}\"}} {count}"
+                );
+            }
+        }
+    }
+    if !host.units.is_empty() {
+        header(
+            &mut out,
+            "sparkbrain_gpu_host_service",
+            "Host services the GPUs depend on: 1 for the unit's current state.",
+            false,
+        );
+        for u in &host.units {
+            let _ = writeln!(
+                out,
+                "sparkbrain_gpu_host_service{{unit=\"{}\",state=\"{}\"}} 1",
+                escape(&u.unit),
+                u.state.as_str()
+            );
+        }
+    }
+    header(
+        &mut out,
+        "sparkbrain_gpu_samples_total",
+        "Sampling rounds done; each reads every GPU once.",
+        true,
+    );
+    let _ = writeln!(out, "sparkbrain_gpu_samples_total {}", cost.rounds);
+    header(
+        &mut out,
+        "sparkbrain_gpu_sampler_cpu_seconds_total",
+        "CPU time the GPU sampler thread spent sampling and rendering these metrics.",
+        true,
+    );
+    let _ = writeln!(
+        out,
+        "sparkbrain_gpu_sampler_cpu_seconds_total {}",
+        cost.cpu_ns as f64 / 1e9
+    );
+    out
 }
 
-impl Collector for GpuCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        let gpus = self.gpus.statuses();
-        let host = self.gpus.hostname();
-        let ids: Vec<[String; 4]> = gpus
-            .iter()
-            .map(|g| {
-                let i = &g.inventory;
-                [
-                    i.index.to_string(),
-                    i.uuid.clone(),
-                    i.pci_bus_id.clone(),
-                    format!("nvidia{}", i.index),
-                ]
-            })
-            .collect();
-        let labels = |n: usize| -> Vec<(&str, &str)> {
-            let g = &gpus[n].inventory;
-            let [gpu, uuid, bus, device] = &ids[n];
-            vec![
-                ("gpu", gpu.as_str()),
-                ("UUID", uuid.as_str()),
-                ("pci_bus_id", bus.as_str()),
-                ("device", device.as_str()),
-                ("modelName", g.name.as_str()),
-                ("Hostname", host),
-            ]
-        };
-        let mut out = Vec::with_capacity(FIELDS.len() + 3);
-        for (name, help, counter, read) in FIELDS {
-            let metrics: Vec<Metric> = gpus
-                .iter()
-                .enumerate()
-                .filter_map(|(n, g)| {
-                    let value = read(g, g.sample.as_ref()?)?;
-                    Some(metric(&labels(n), value, *counter))
-                })
-                .collect();
-            if !metrics.is_empty() {
-                out.push(family(name, help, *counter, metrics));
-            }
-        }
-        let mut health = Vec::new();
-        let mut xids = Vec::new();
-        for (n, g) in gpus.iter().enumerate() {
-            for state in [Health::Healthy, Health::Degraded, Health::Failed] {
-                let mut l = labels(n);
-                l.push(("health", state.as_str()));
-                health.push(metric(
-                    &l,
-                    f64::from(u8::from(g.health.health == state)),
-                    false,
-                ));
-            }
-            for (number, count) in &g.xids.counts {
-                let number = number.to_string();
-                let mut l = labels(n);
-                l.push(("xid", number.as_str()));
-                xids.push(metric(&l, *count as f64, true));
-            }
-        }
-        let help = |name: &str| {
-            self.descs
-                .iter()
-                .find(|d| d.fq_name == name)
-                .map(|d| d.help.clone())
-                .unwrap_or_default()
-        };
-        if !health.is_empty() {
-            out.push(family(HEALTH, &help(HEALTH), false, health));
-        }
-        if !xids.is_empty() {
-            out.push(family(XIDS, &help(XIDS), true, xids));
-        }
-        let units = self.gpus.host_services().units;
-        if !units.is_empty() {
-            let metrics = units
-                .iter()
-                .map(|u| {
-                    metric(
-                        &[("unit", u.unit.as_str()), ("state", u.state.as_str())],
-                        1.0,
-                        false,
-                    )
-                })
-                .collect();
-            out.push(family(HOST, &help(HOST), false, metrics));
-        }
-        if !gpus.is_empty() {
-            let cost = self.gpus.sampler_cost();
-            out.push(family(
-                ROUNDS,
-                &help(ROUNDS),
-                true,
-                vec![metric(&[], cost.rounds as f64, true)],
-            ));
-            out.push(family(
-                SAMPLER_CPU,
-                &help(SAMPLER_CPU),
-                true,
-                vec![metric(&[], cost.cpu_ns as f64 / 1e9, true)],
-            ));
-        }
-        out
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::health::{Health, HealthState, Tracker};
 use super::history::{History, Point, Resolution};
 use super::host_services::{self, BusStatus, HostServices, ServiceState};
+use super::metrics;
 use super::nvml::Nvml;
 use super::reading::{DriverInfo, GpuInventory, GpuSample, XidEvent};
 use super::xid;
@@ -108,6 +109,8 @@ pub struct Gpus {
     /// Sampling rounds done, and the sampler thread's CPU time they took (nanoseconds).
     rounds: AtomicU64,
     sampler_cpu_ns: AtomicU64,
+    /// The GPU metrics in Prometheus text, rendered after each change (see `metrics`).
+    metrics_text: RwLock<Arc<str>>,
 }
 
 /// The sampler's own cost, for `/metrics` and the benchmark.
@@ -140,6 +143,7 @@ impl Gpus {
             hostname,
             rounds: AtomicU64::new(0),
             sampler_cpu_ns: AtomicU64::new(0),
+            metrics_text: RwLock::new(Arc::from("")),
         };
         if !config.enabled {
             return Arc::new(gpus);
@@ -341,6 +345,7 @@ impl Gpus {
             }
             self.announce(changes);
             self.rounds.fetch_add(1, Ordering::Relaxed);
+            self.refresh_metrics();
             self.sampler_cpu_ns.fetch_add(
                 thread_cpu_ns().saturating_sub(cpu_before),
                 Ordering::Relaxed,
@@ -434,6 +439,7 @@ impl Gpus {
             }
         }
         self.announce(changes);
+        self.refresh_metrics();
     }
 
     fn on_host_services(&self, states: &[ServiceState]) {
@@ -442,6 +448,9 @@ impl Gpus {
         {
             let mut state = self.write();
             if state.host_reasons == reasons {
+                drop(state);
+                // The units' states still show in the metrics.
+                self.refresh_metrics();
                 return;
             }
             state.host_reasons = reasons;
@@ -458,6 +467,30 @@ impl Gpus {
             }
         }
         self.announce(changes);
+        self.refresh_metrics();
+    }
+
+    /// The GPU metrics in Prometheus text, as of the latest sample or change.
+    pub fn metrics_text(&self) -> Arc<str> {
+        self.metrics_text
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |t| t.clone())
+    }
+
+    fn refresh_metrics(&self) {
+        let text = {
+            let state = self.read();
+            let statuses: Vec<GpuStatus> = state.gpus.iter().map(|g| g.status.clone()).collect();
+            drop(state);
+            metrics::render(
+                &statuses,
+                &self.host_services(),
+                &self.hostname,
+                self.sampler_cost(),
+            )
+        };
+        let mut slot = self.metrics_text.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::from(text);
     }
 
     /// Logs, audits and tells listeners about health changes.

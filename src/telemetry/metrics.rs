@@ -223,14 +223,6 @@ impl Metrics {
         })
     }
 
-    /// Adds a collector whose metrics every scrape gathers (the GPU supervisor's).
-    pub fn register(
-        &self,
-        collector: Box<dyn prometheus::core::Collector>,
-    ) -> Result<(), prometheus::Error> {
-        self.registry.register(collector)
-    }
-
     /// The model-serving instruments.
     pub fn serving(&self) -> ServingMetrics {
         self.serving.clone()
@@ -250,10 +242,12 @@ impl Metrics {
         }
     }
 
-    /// Renders all metrics in the Prometheus text format.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
+    /// Renders all metrics in the Prometheus text format, followed by `extra`, text already
+    /// rendered elsewhere (the GPU supervisor's).
+    pub fn render(&self, extra: &str) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        out.extend_from_slice(extra.as_bytes());
         String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 }

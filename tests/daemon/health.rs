@@ -35,7 +35,13 @@ fn readyz_becomes_ready_with_all_checks_passing() {
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["store", "runtime", "knowledge_base", "embedding_model", "gpus"],
+        [
+            "store",
+            "runtime",
+            "knowledge_base",
+            "embedding_model",
+            "gpus"
+        ],
         "{body}"
     );
     assert!(checks.iter().all(|c| c["ok"] == true), "{body}");
