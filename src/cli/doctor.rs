@@ -58,6 +58,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
     items.extend(runtime(config));
     items.push(certificate(config));
     items.push(gpus(config));
+    items.push(host_services(config));
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&items)?);
@@ -116,6 +117,50 @@ fn gpus(config: &Config) -> Item {
                 format!("NVML loaded but cannot list the GPUs: {e}"),
             ),
         },
+    }
+}
+
+/// Reads the host services the GPUs depend on from systemd, once.
+fn host_services(config: &Config) -> Item {
+    use crate::gpu::host_services::{BusStatus, HostServices, fold};
+    let read = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| {
+            rt.block_on(async {
+                let watcher = HostServices::start(&config.gpu, |_| {}).await;
+                let snapshot = watcher.snapshot();
+                watcher.stop();
+                snapshot
+            })
+        });
+    let (bus, units) = match read {
+        Ok(s) => s,
+        Err(e) => return item("host services", Level::Warn, format!("cannot check: {e}")),
+    };
+    match bus {
+        BusStatus::Off => item(
+            "host services",
+            Level::Ok,
+            "not watched (gpu.system_bus = \"off\")",
+        ),
+        BusStatus::Unavailable(why) => item(
+            "host services",
+            Level::Warn,
+            format!("system bus unavailable: {why}"),
+        ),
+        BusStatus::Connected => {
+            let listed: Vec<String> = units
+                .iter()
+                .map(|u| format!("{} {}", u.unit, u.state.as_str()))
+                .collect();
+            let degrading = fold(&units);
+            if degrading.is_empty() {
+                item("host services", Level::Ok, listed.join(", "))
+            } else {
+                item("host services", Level::Fail, degrading.join("; "))
+            }
+        }
     }
 }
 

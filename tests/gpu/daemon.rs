@@ -263,6 +263,35 @@ fn inventory_samples_metrics_history_and_cli_follow_the_scenario() {
     let out = b.cli(&["gpu", "--json"]);
     let json: Value = serde_json::from_slice(&out.stdout).expect("gpu --json");
     assert_eq!(json["gpus"][0]["uuid"], uuid(0));
+
+    // `gpu watch` refreshes until interrupted: two JSON documents arrive, one per interval.
+    let mut watch = b
+        .setup
+        .command()
+        .args(["gpu", "watch", "--interval", "0.3", "--json"])
+        .env("SPARKBRAIN_API_KEY", b.api_key())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gpu watch");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let started = Instant::now();
+    for _ in 0..2 {
+        let line = lines.next().expect("a refresh").expect("read");
+        let doc: Value = serde_json::from_str(&line).expect("json per refresh");
+        assert_eq!(doc["gpus"].as_array().map(Vec::len), Some(2));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "refreshes are spaced"
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let out = b.cli(&["gpu", "watch", "--interval", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--interval 0 is out of range"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -526,6 +555,17 @@ fn a_failed_fabric_manager_degrades_the_gpus_and_readiness_until_it_recovers() {
     );
     let ready = b.daemon.get("/readyz");
     assert_eq!(ready.status(), 503);
+    let out = b.setup.command().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "doctor fails while the fabric manager does: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("[FAIL] host services") && l.contains("nvidia-fabricmanager")),
+        "{text}"
+    );
     let body: Value = ready.json().unwrap();
     assert!(
         body["reasons"].to_string().contains("nvidia-fabricmanager"),
