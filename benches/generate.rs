@@ -31,6 +31,7 @@ fn concurrent(
     let mut generations = Vec::new();
     for _ in 0..requests {
         generations.push(g.generate(GenerateRequest {
+            prompt_ids: None,
             prompt: Prompt::Text(prompt.to_string()),
             max_tokens: Some(max_tokens),
             sampling: Sampling::greedy(),

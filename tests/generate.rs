@@ -74,6 +74,7 @@ fn open(max_batch: usize) -> OnnxGenerator {
 
 fn request(prompt: &str, max_tokens: Option<usize>, sampling: Sampling) -> GenerateRequest {
     GenerateRequest {
+        prompt_ids: None,
         prompt: Prompt::Text(prompt.into()),
         max_tokens,
         sampling,
@@ -298,7 +299,10 @@ fn a_context_too_long_is_refused_at_once_with_the_numbers() {
     );
     // A prompt that fills the context leaves no room even without max_tokens.
     let long = "the cat sat on the mat. ".repeat(200);
-    let n = g.count_tokens(&Prompt::Text(long.clone())).expect("count");
+    let n = g
+        .tokenize(&Prompt::Text(long.clone()))
+        .expect("count")
+        .len();
     assert!(n > 512, "{n}");
     let err = g
         .generate(request(&long, None, Sampling::greedy()))
@@ -357,24 +361,23 @@ fn chat_prompts_use_the_plain_fallback() {
             content: "A dog".into(),
         },
     ];
-    let counted = g
-        .count_tokens(&Prompt::Chat(messages.clone()))
-        .expect("count");
+    let counted = g.tokenize(&Prompt::Chat(messages.clone())).expect("count");
     let plain = g
-        .count_tokens(&Prompt::Text(
+        .tokenize(&Prompt::Text(
             "System: Tell a story.\nUser: A dog\nAssistant:".into(),
         ))
         .expect("count");
     assert_eq!(counted, plain);
     let generation = g
         .generate(GenerateRequest {
+            prompt_ids: None,
             prompt: Prompt::Chat(messages),
             max_tokens: Some(20),
             sampling: Sampling::greedy(),
             stop: vec![],
         })
         .expect("accepted");
-    assert_eq!(generation.prompt_tokens, counted);
+    assert_eq!(generation.prompt_tokens, counted.len());
     let (deltas, finished) = collect(generation);
     assert!(finished.completion_tokens > 0);
     assert!(!deltas.concat().is_empty());

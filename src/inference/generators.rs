@@ -149,15 +149,16 @@ impl Generators {
         }
     }
 
-    /// Prompt tokens of a request on a built-in model and its context length; `None` for an
-    /// upstream, whose tokenizer sparkbrain does not have.
+    /// A prompt's token ids on a built-in model and its context length; `None` for an
+    /// upstream, whose tokenizer sparkbrain does not have. The ids can be handed back in
+    /// [`GenerateRequest::prompt_ids`] to the same generator.
     pub fn measure(
         &self,
         name: &str,
         prompt: &super::generate::Prompt,
-    ) -> Result<Option<(usize, usize)>, GenerateError> {
+    ) -> Result<Option<(Vec<u32>, usize)>, GenerateError> {
         match self.backend(name)? {
-            Backend::Onnx(g) => Ok(Some((g.count_tokens(prompt)?, g.info().context_length))),
+            Backend::Onnx(g) => Ok(Some((g.tokenize(prompt)?, g.info().context_length))),
             Backend::Upstream(_) => Ok(None),
         }
     }

@@ -242,6 +242,7 @@ async fn run(app: &App, prompt: Prompt, c: Common, shape: Shape) -> Result<Respo
         ));
     }
     let request = GenerateRequest {
+        prompt_ids: None,
         prompt,
         max_tokens,
         sampling: sampling(&c)?,

@@ -157,6 +157,10 @@ impl Default for Sampling {
 pub struct GenerateRequest {
     /// The prompt.
     pub prompt: Prompt,
+    /// The prompt as [`OnnxGenerator::tokenize`] of the same generator returned it, when the
+    /// caller has it already (to fit the prompt to the context): it is not tokenised again.
+    /// Upstream servers tokenise `prompt` themselves and ignore it.
+    pub prompt_ids: Option<Vec<u32>>,
     /// Most tokens to generate; `None`: until an end token or the context is full.
     pub max_tokens: Option<usize>,
     /// Token choice.
@@ -358,9 +362,10 @@ impl OnnxGenerator {
         self.shared.info.clone()
     }
 
-    /// Tokens the prompt takes, as [`OnnxGenerator::generate`] would feed it.
-    pub fn count_tokens(&self, prompt: &Prompt) -> Result<usize, GenerateError> {
-        Ok(self.encode(prompt)?.len())
+    /// The prompt's token ids as [`OnnxGenerator::generate`] feeds them to the model (BOS
+    /// and template included).
+    pub fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, GenerateError> {
+        self.encode(prompt)
     }
 
     /// Checks and queues a request; returns at once with the stream of its output. Tokenising
@@ -384,7 +389,10 @@ impl OnnxGenerator {
             ));
         }
         let sampler = Sampler::new(&req.sampling)?;
-        let ids = self.encode(&req.prompt)?;
+        let ids = match req.prompt_ids {
+            Some(ids) => ids,
+            None => self.encode(&req.prompt)?,
+        };
         if ids.is_empty() {
             return Err(GenerateError::Invalid(
                 "the prompt is empty and the model has no BOS token to start from".into(),

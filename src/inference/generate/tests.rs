@@ -57,6 +57,7 @@ fn spec(max_batch: usize) -> super::OnnxGeneratorSpec {
 
 fn long_request() -> super::GenerateRequest {
     super::GenerateRequest {
+        prompt_ids: None,
         prompt: super::Prompt::Text(String::new()),
         max_tokens: Some(511),
         sampling: super::Sampling::greedy(),

@@ -291,54 +291,71 @@ impl KnowledgeBase {
             Some(n) => n,
             None => answers.max_answer_tokens.min(context / 4).max(1),
         };
-        // Sources that do not fit the model's context are dropped, least relevant first. Each
-        // source's share of the prompt is counted once and the drop computed from it (counting
-        // the whole prompt again per source costs a tokenisation each); the exact count then
-        // confirms it.
-        let mut estimated = false;
-        let (prompt, max_tokens) = loop {
-            let prompt = build_prompt(&citations, &turns, &question, answers.max_passage_chars);
-            match generators.measure(&model, &prompt)? {
-                Some((tokens, context)) if tokens + room(context) > context => {
-                    if citations.is_empty() {
+        // Sources that do not fit the model's context are dropped, least relevant first. The
+        // prompt without sources and each source's block are tokenised once, the sources kept
+        // are chosen from those counts, and the chosen prompt is tokenised once more, exactly:
+        // its ids go to the generator, which then does not tokenise it again.
+        let (prompt, prompt_ids, max_tokens) =
+            match generators.measure(&model, &prompt::frame(&turns, &question))? {
+                None => (
+                    build_prompt(&citations, &turns, &question, answers.max_passage_chars),
+                    None,
+                    asked.unwrap_or(answers.max_answer_tokens),
+                ),
+                Some((frame, context)) => {
+                    let budget = context.saturating_sub(room(context));
+                    if frame.len() > budget {
                         return Err(GenerateError::ContextTooLong {
-                            prompt_tokens: tokens,
+                            prompt_tokens: frame.len(),
                             max_tokens: room(context),
                             context_length: context,
                         }
                         .into());
                     }
-                    let mut excess = tokens + room(context) - context;
-                    if estimated {
-                        citations.pop();
-                        continue;
-                    }
-                    estimated = true;
-                    while excess > 0
-                        && let Some(last) = citations.last()
-                    {
-                        let block = prompt::quoted(&source(last), answers.max_passage_chars);
+                    let mut used = frame.len();
+                    let mut keep = 0;
+                    for c in &citations {
+                        let block = prompt::quoted(&source(c), answers.max_passage_chars);
+                        // The block's own count includes a BOS the whole prompt has only once.
                         let share = generators
                             .measure(&model, &Prompt::Text(block))?
-                            .map_or(excess, |(n, _)| n.saturating_sub(1));
-                        excess = excess.saturating_sub(share.max(1));
+                            .map_or(0, |(ids, _)| ids.len().saturating_sub(1));
+                        if used + share > budget {
+                            break;
+                        }
+                        used += share;
+                        keep += 1;
+                    }
+                    citations.truncate(keep);
+                    // Tokens merge across block boundaries, so the exact count may still differ a
+                    // little: drop more sources while it does not fit.
+                    loop {
+                        let prompt =
+                            build_prompt(&citations, &turns, &question, answers.max_passage_chars);
+                        let ids = generators
+                            .measure(&model, &prompt)?
+                            .map(|(ids, _)| ids)
+                            .unwrap_or_default();
+                        if ids.len() <= budget || citations.is_empty() {
+                            let max = asked.unwrap_or_else(|| {
+                                answers
+                                    .max_answer_tokens
+                                    .min(context.saturating_sub(ids.len()))
+                                    .max(1)
+                            });
+                            break (prompt, Some(ids), max);
+                        }
                         citations.pop();
                     }
                 }
-                Some((tokens, context)) => {
-                    let max = asked
-                        .unwrap_or_else(|| answers.max_answer_tokens.min(context - tokens).max(1));
-                    break (prompt, max);
-                }
-                None => break (prompt, asked.unwrap_or(answers.max_answer_tokens)),
-            }
-        };
+            };
         let generating = Instant::now();
         let generation = generators
             .generate(
                 &model,
                 GenerateRequest {
                     prompt,
+                    prompt_ids,
                     max_tokens: Some(max_tokens),
                     sampling: Sampling {
                         temperature: req.temperature.unwrap_or(0.0),

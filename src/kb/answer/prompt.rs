@@ -36,6 +36,23 @@ pub struct Turn {
 
 /// Builds the chat prompt of an answer.
 pub fn build(sources: &[Source<'_>], history: &[Turn], question: &str, max_chars: usize) -> Prompt {
+    compose(sources, history, question, max_chars, true)
+}
+
+/// The prompt around the sources: what [`build`] gives less the quoted sources, so that the
+/// prompt's size is this plus each source's [`quoted`] block (give or take a token where
+/// blocks meet).
+pub fn frame(history: &[Turn], question: &str) -> Prompt {
+    compose(&[], history, question, 0, false)
+}
+
+fn compose(
+    sources: &[Source<'_>],
+    history: &[Turn],
+    question: &str,
+    max_chars: usize,
+    say_none: bool,
+) -> Prompt {
     let mut messages = vec![ChatMessage {
         role: "system".into(),
         content: INSTRUCTIONS.into(),
@@ -54,7 +71,7 @@ pub fn build(sources: &[Source<'_>], history: &[Turn], question: &str, max_chars
     for s in sources {
         user.push_str(&quoted(s, max_chars));
     }
-    if sources.is_empty() {
+    if sources.is_empty() && say_none {
         user.push_str("(none found)\n");
     }
     user.push_str("\nQuestion: ");
