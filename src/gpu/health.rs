@@ -59,7 +59,13 @@ pub struct Tracker {
     last_sbe: Option<u64>,
     sbe_rose_at: Option<i64>,
     degrading_xid: Option<(u64, i64)>,
+    /// Samples in a row in which NVML could read nothing of the GPU.
+    unreadable: u32,
 }
+
+/// Samples in a row NVML may fail to read anything of a GPU before it counts as failed: one
+/// or two are a hiccup (degraded), more are a device NVML has lost touch with.
+const UNREADABLE_LIMIT: u32 = 3;
 
 impl Tracker {
     /// Takes an XID into account.
@@ -99,6 +105,17 @@ impl Tracker {
         }
         if sample.remap_failed == Some(true) {
             self.fail("a row remapping failed: the GPU needs service".to_string());
+        }
+        if sample.errors.is_empty() || readable(sample) {
+            self.unreadable = 0;
+        } else {
+            self.unreadable += 1;
+            if self.unreadable >= UNREADABLE_LIMIT {
+                self.fail(format!(
+                    "NVML could read nothing of the GPU in {UNREADABLE_LIMIT} samples in a row ({})",
+                    sample.errors.join("; ")
+                ));
+            }
         }
         if let Some(reason) = &self.fatal {
             return HealthState {
@@ -156,6 +173,16 @@ impl Tracker {
             reasons,
         }
     }
+}
+
+/// Whether any telemetry field of the sample was read.
+fn readable(s: &GpuSample) -> bool {
+    s.gpu_util_pct.is_some()
+        || s.fb_used_bytes.is_some()
+        || s.gpu_temp_c.is_some()
+        || s.power_watts.is_some()
+        || s.sm_clock_mhz.is_some()
+        || s.energy_mj.is_some()
 }
 
 #[cfg(test)]
@@ -247,6 +274,24 @@ mod tests {
         let h = Tracker::default().evaluate(&lost, &[]);
         assert_eq!(h.health, Health::Failed);
         assert!(h.reasons[0].contains("lost"), "{h:?}");
+    }
+
+    #[test]
+    fn a_gpu_nvml_cannot_read_at_all_fails_after_three_samples() {
+        let mut t = Tracker::default();
+        let dead = |at| GpuSample {
+            at_ms: at,
+            errors: vec![
+                "utilization: Unknown Error".into(),
+                "temperature: Unknown Error".into(),
+            ],
+            ..GpuSample::default()
+        };
+        assert_eq!(t.evaluate(&dead(0), &[]).health, Health::Degraded);
+        assert_eq!(t.evaluate(&dead(1), &[]).health, Health::Degraded);
+        let h = t.evaluate(&dead(2), &[]);
+        assert_eq!(h.health, Health::Failed);
+        assert!(h.reasons[0].contains("could read nothing"), "{h:?}");
     }
 
     #[test]

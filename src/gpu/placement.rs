@@ -1,4 +1,4 @@
-//! Where model instances may run: only healthy or degraded GPUs with enough free memory, as
+//! Where model instances may run: only healthy GPUs with enough free memory, as
 //! Triton places instance groups (`count` instances on each selected GPU).
 
 use crate::inference::model_config::{InstanceGroup, InstanceKind};
@@ -34,7 +34,9 @@ impl GpuPlacement {
             .gpus
             .statuses()
             .into_iter()
-            .filter(|g| g.health.health != Health::Failed)
+            // A degraded GPU keeps what it runs but takes nothing new: a throttling GPU or one
+            // without its fabric manager is where new work would suffer first.
+            .filter(|g| g.health.health == Health::Healthy)
             .filter(|g| {
                 group.gpus.is_empty()
                     || group

@@ -378,7 +378,7 @@ impl ModelManager {
             let placed = placement.place(&source.name, group, model_bytes);
             if placed.is_empty() {
                 return Err(ServingError::Invalid(format!(
-                    "instance group {:?} ({:?}) cannot be placed: no usable GPU on this box",
+                    "instance group {:?} ({:?}) cannot be placed: no healthy GPU with enough free memory (see GET /api/v1/gpus)",
                     group.name, group.kind
                 )));
             }

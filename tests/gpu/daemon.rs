@@ -50,6 +50,18 @@ impl Running {
         (status, resp.json().unwrap_or(Value::Null))
     }
 
+    fn post(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .daemon
+            .client()
+            .post(self.daemon.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
     fn gpus(&self) -> Value {
         let (status, body) = self.get("/api/v1/gpus");
         assert_eq!(status, 200, "{body}");
@@ -520,7 +532,13 @@ fn a_failed_fabric_manager_degrades_the_gpus_and_readiness_until_it_recovers() {
         ("nvidia-fabricmanager.service", "active", "loaded"),
     ]));
     let scenario = Scenario::new(&h100_host(2));
-    let b = start(scenario.library(), &standin.address(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let serving = repository(dir.path(), "{ kind: KIND_GPU count: 1 }");
+    let b = start(
+        scenario.library(),
+        &standin.address(),
+        &format!("{serving}control_mode = \"explicit\"\n"),
+    );
     let o = eventually(Duration::from_secs(10), "host services read", || {
         let o = b.gpus();
         (o["host_services"]["units"].as_array().map_or(0, Vec::len) == 3).then_some(o)
@@ -581,12 +599,25 @@ fn a_failed_fabric_manager_degrades_the_gpus_and_readiness_until_it_recovers() {
         "{text}"
     );
 
+    // A degraded GPU takes no new instances.
+    let (status, body) = b.post("/v2/repository/models/minilm/load");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("no healthy GPU"), "{body}");
+
     rt.block_on(standin.set_state("nvidia-fabricmanager.service", "active", "running"));
     eventually(Duration::from_secs(10), "healthy again", || {
         let o = b.gpus();
-        (o["gpus"][0]["health"]["health"] == "healthy").then_some(())
+        (o["gpus"][0]["health"]["health"] == "healthy"
+            && o["gpus"][1]["health"]["health"] == "healthy")
+            .then_some(())
     });
     b.daemon.wait_ready();
+    let (status, body) = b.post("/v2/repository/models/minilm/load");
+    assert_eq!(status, 200, "{body}");
+    let o = b.gpus();
+    for g in 0..2 {
+        assert_eq!(o["gpus"][g]["instances"][0]["model"], "minilm", "{o}");
+    }
 }
 
 #[test]
