@@ -4,7 +4,9 @@
 //! - prefill: a prompt with `max_tokens` 1, prompt tokens / time to the end;
 //! - decode: greedy from BOS alone for 256 positions (as `reference_decode.py`), tokens / time;
 //!
-//! each alone and as 8 concurrent requests (aggregate tokens/s), the median of several runs.
+//! each alone and as 8 concurrent requests (aggregate tokens/s) on one session, and as 8
+//! concurrent requests on two parallel sessions of THREADS threads each; the median of several
+//! runs.
 //!
 //! Usage: cargo bench --bench generate -- LIBONNXRUNTIME MODEL_DIR THREADS PROMPT
 //! Prints one JSON object.
@@ -87,40 +89,52 @@ fn main() -> Result<(), Error> {
         intra_op_threads: threads,
         memory_mode,
     })?;
-    let g = OnnxGenerator::open(
+    let spec = OnnxGeneratorSpec {
+        model: dir.join("model.onnx"),
+        tokenizer: dir.join("tokenizer.json"),
+        bos_token_id: None,
+        eos_token_ids: None,
+        context_length: Some(512),
+        chat_template: None,
+        threads,
+        max_batch: 8,
+        sessions: 1,
+        memory_mode,
+    };
+    let one = OnnxGenerator::open(&runtime, &spec)?;
+    // Two sessions of `threads` each, four sequences apiece: the parallel-sessions figure.
+    let two = OnnxGenerator::open(
         &runtime,
         &OnnxGeneratorSpec {
-            model: dir.join("model.onnx"),
-            tokenizer: dir.join("tokenizer.json"),
-            bos_token_id: None,
-            eos_token_ids: None,
-            context_length: Some(512),
-            chat_template: None,
-            threads,
-            max_batch: 8,
-            memory_mode,
+            sessions: 2,
+            ..spec.clone()
         },
     )?;
-    concurrent(&g, "", 64, 1)?; // warm-up
+    concurrent(&one, "", 64, 1)?; // warm-up
+    concurrent(&two, "", 64, 2)?;
 
     let mut figures = serde_json::Map::new();
-    for (requests, runs_prefill, runs_decode) in [(1, 30, 7), (8, 10, 5)] {
+    for (key, g, requests, runs_prefill, runs_decode) in [
+        ("batch1", &one, 1, 30, 7),
+        ("batch8", &one, 8, 10, 5),
+        ("batch8_sessions2", &two, 8, 10, 5),
+    ] {
         let mut prefill = Vec::new();
         let mut prompt_tokens = 0;
         for _ in 0..runs_prefill {
-            let (p, _, s) = concurrent(&g, prompt, 1, requests)?;
+            let (p, _, s) = concurrent(g, prompt, 1, requests)?;
             prompt_tokens = p / requests;
             prefill.push(p as f64 / s);
         }
         let mut decode = Vec::new();
         let mut completion = 0;
         for _ in 0..runs_decode {
-            let (_, c, s) = concurrent(&g, "", 256, requests)?;
+            let (_, c, s) = concurrent(g, "", 256, requests)?;
             completion = c / requests;
             decode.push(c as f64 / s);
         }
         figures.insert(
-            format!("batch{requests}"),
+            key.to_string(),
             serde_json::json!({
                 "prompt_tokens": prompt_tokens,
                 "prefill_tokens_per_s": median(prefill),

@@ -274,13 +274,21 @@ pub struct OnnxGeneratorConfig {
     /// Intra-op threads; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
-    /// Sequences decoded together in one batch.
+    /// Sequences decoded together, across all sessions.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Sessions decoding in parallel, each on its own thread with its share of `max_batch`
+    /// (and of the cores when `threads` is 0); each holds its own copy of the weights.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
 }
 
 fn default_max_batch() -> usize {
     8
+}
+
+fn default_sessions() -> usize {
+    1
 }
 
 /// `[generators.NAME]` with `kind = "upstream"`.
@@ -938,6 +946,15 @@ impl Config {
                         return Err((
                             "generators",
                             format!("generators.{name}.max_batch must be greater than 0"),
+                        ));
+                    }
+                    if !(1..=g.max_batch).contains(&g.sessions) {
+                        return Err((
+                            "generators",
+                            format!(
+                                "generators.{name}.sessions {} is out of range 1-{} (max_batch)",
+                                g.sessions, g.max_batch
+                            ),
                         ));
                     }
                 }

@@ -64,6 +64,7 @@ fn spec(max_batch: usize) -> OnnxGeneratorSpec {
         chat_template: None,
         threads: 1,
         max_batch,
+        sessions: 1,
         memory_mode: MemoryMode::Fast,
     }
 }
@@ -147,7 +148,36 @@ fn greedy_from_bos_matches_the_reference_exactly() {
 
 #[test]
 fn eight_concurrent_greedy_requests_are_all_exact() {
-    let g = Arc::new(open(8));
+    eight_concurrent_exact(Arc::new(open(8)));
+}
+
+#[test]
+fn two_sessions_share_the_queue_and_stay_exact() {
+    let g = OnnxGenerator::open(
+        runtime(),
+        &OnnxGeneratorSpec {
+            sessions: 2,
+            ..spec(8)
+        },
+    )
+    .expect("open generator");
+    eight_concurrent_exact(Arc::new(g));
+    let refused = OnnxGenerator::open(
+        runtime(),
+        &OnnxGeneratorSpec {
+            sessions: 3,
+            ..spec(2)
+        },
+    );
+    assert!(
+        matches!(&refused, Err(GenerateError::Invalid(m)) if m.contains("sessions 3 is out of range 1-2")),
+        "{:?}",
+        refused.err()
+    );
+}
+
+/// Eight greedy requests from BOS, started a little apart, each give the reference text.
+fn eight_concurrent_exact(g: Arc<OnnxGenerator>) {
     let expected = expected();
     let threads: Vec<_> = (0..8)
         .map(|i| {

@@ -72,6 +72,7 @@ impl Generators {
                             chat_template: o.chat_template.clone(),
                             threads: o.threads,
                             max_batch: o.max_batch,
+                            sessions: o.sessions,
                             memory_mode: config.runtime.memory_mode,
                         };
                         OnnxGenerator::open(runtime, &spec)

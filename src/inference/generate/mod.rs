@@ -25,8 +25,8 @@ mod template;
 mod text;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -68,8 +68,11 @@ pub struct OnnxGeneratorSpec {
     pub chat_template: Option<String>,
     /// Intra-op threads of the session; 0 means one per core.
     pub threads: usize,
-    /// Most sequences decoded together in one run.
+    /// Most sequences decoded at once, across all sessions.
     pub max_batch: usize,
+    /// Sessions decoding in parallel, each on its own thread with an even share of
+    /// `max_batch` (and of the cores when `threads` is 0).
+    pub sessions: usize,
     /// Memory against speed, as for the other sessions.
     pub memory_mode: MemoryMode,
 }
@@ -271,7 +274,7 @@ struct Stats {
 /// handle lets the thread finish the generations it has and stop.
 pub struct OnnxGenerator {
     shared: Arc<Shared>,
-    queue: mpsc::SyncSender<Sequence>,
+    queue: crossbeam_channel::Sender<Sequence>,
 }
 
 impl OnnxGenerator {
@@ -287,6 +290,12 @@ impl OnnxGenerator {
             return Err(GenerateError::Invalid(
                 "max_batch must be at least 1".into(),
             ));
+        }
+        if !(1..=spec.max_batch).contains(&spec.sessions) {
+            return Err(GenerateError::Invalid(format!(
+                "sessions {} is out of range 1-{} (max_batch)",
+                spec.sessions, spec.max_batch
+            )));
         }
         for (what, path) in [("model", &spec.model), ("tokenizer", &spec.tokenizer)] {
             if !path.is_file() {
@@ -308,9 +317,16 @@ impl OnnxGenerator {
             settings.bos_token.clone().unwrap_or_default(),
             settings.eos_token.clone().unwrap_or_default(),
         )?;
+        // Parallel sessions share the cores rather than each taking all of them.
+        let threads = match spec.threads {
+            0 => {
+                (std::thread::available_parallelism().map_or(1, |n| n.get()) / spec.sessions).max(1)
+            }
+            n => n,
+        };
         let session_spec = SessionSpec {
             path: &spec.model,
-            threads: spec.threads,
+            threads,
             memory_mode: spec.memory_mode,
             // A decoder this engine runs steps token by token with host-side sampling and
             // cache handling: the CPU provider is the one it is built and tested for.
@@ -319,14 +335,20 @@ impl OnnxGenerator {
             tensorrt: TensorRtOptions::default(),
         };
         let unavailable = |e: super::RuntimeError| GenerateError::Unavailable(e.to_string());
-        let opened = runtime.open_dynamic(&session_spec).map_err(unavailable)?;
         let small = std::fs::metadata(&spec.model).is_ok_and(|m| m.len() <= SMALL_MODEL_BYTES);
-        let single = if small {
-            Some(runtime.open(&session_spec).map_err(unavailable)?.session)
-        } else {
-            None
-        };
-        let model = Model::new(opened.session, single, &spec.model)?;
+        let mut models = Vec::with_capacity(spec.sessions);
+        let mut provider = Provider::Cpu;
+        for _ in 0..spec.sessions {
+            let opened = runtime.open_dynamic(&session_spec).map_err(unavailable)?;
+            provider = opened.provider;
+            let single = if small {
+                Some(runtime.open(&session_spec).map_err(unavailable)?.session)
+            } else {
+                None
+            };
+            models.push(Model::new(opened.session, single, &spec.model)?);
+        }
+        let model = &models[0];
         let vocab = model
             .vocab()
             .unwrap_or_else(|| tokenizer.get_vocab_size(true));
@@ -336,7 +358,7 @@ impl OnnxGenerator {
             bos_token_id: settings.bos,
             eos_token_ids: settings.eos.clone(),
             has_chat_template: chat.has_template(),
-            provider: opened.provider,
+            provider,
         };
         let shared = Arc::new(Shared {
             tokenizer,
@@ -345,15 +367,27 @@ impl OnnxGenerator {
             info,
             stats: Stats::default(),
         });
-        let (queue, waiting) = mpsc::sync_channel(spec.max_batch * WAITING_PER_SLOT);
+        let (queue, waiting) = crossbeam_channel::bounded(spec.max_batch * WAITING_PER_SLOT);
         let name = spec
             .model
             .parent()
             .and_then(|d| d.file_name())
             .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-        scheduler::start(&name, model, shared.clone(), waiting, spec.max_batch).map_err(|e| {
-            GenerateError::Internal(format!("cannot start the generator's thread: {e}"))
-        })?;
+        // An even share of the batch per session, so that a burst spreads over all of them
+        // rather than filling the first one awake.
+        let per_session = spec.max_batch.div_ceil(spec.sessions);
+        for (i, model) in models.into_iter().enumerate() {
+            scheduler::start(
+                &format!("{name}-{i}"),
+                model,
+                shared.clone(),
+                waiting.clone(),
+                per_session,
+            )
+            .map_err(|e| {
+                GenerateError::Internal(format!("cannot start the generator's thread: {e}"))
+            })?;
+        }
         Ok(OnnxGenerator { shared, queue })
     }
 
@@ -419,13 +453,13 @@ impl OnnxGenerator {
                 prompt_tokens,
                 events: receiver,
             }),
-            Err(mpsc::TrySendError::Full(mut s)) => {
+            Err(crossbeam_channel::TrySendError::Full(mut s)) => {
                 s.disarm();
                 Err(GenerateError::Overloaded(
                     "the generator's queue is full; retry later".into(),
                 ))
             }
-            Err(mpsc::TrySendError::Disconnected(mut s)) => {
+            Err(crossbeam_channel::TrySendError::Disconnected(mut s)) => {
                 s.disarm();
                 Err(GenerateError::Unavailable(
                     "the generator has stopped".into(),

@@ -1,4 +1,5 @@
-//! The generator's thread: continuous batching over one session.
+//! A generator session's thread: continuous batching over one session. A generator runs one
+//! such thread per session, all taking requests from the same queue.
 //!
 //! Each loop admits waiting requests while the batch has room (prefilling each prompt in one
 //! run and sampling its first token), merges them into the batch, then runs one step for every
@@ -11,7 +12,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 
 use ort::value::DynValue;
 use tokio::sync::mpsc::Sender;
@@ -180,7 +180,7 @@ pub(super) fn start(
     name: &str,
     model: Model,
     shared: Arc<Shared>,
-    queue: mpsc::Receiver<Sequence>,
+    queue: crossbeam_channel::Receiver<Sequence>,
     max_batch: usize,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -190,31 +190,37 @@ pub(super) fn start(
 }
 
 /// The loop; returns when the generator is dropped and its last sequence has ended.
-fn run(mut model: Model, shared: &Shared, queue: &mpsc::Receiver<Sequence>, max_batch: usize) {
+fn run(
+    mut model: Model,
+    shared: &Shared,
+    queue: &crossbeam_channel::Receiver<Sequence>,
+    max_batch: usize,
+) {
     let mut batch = Batch {
         rows: Vec::new(),
         width: 0,
         cache: Vec::new(),
     };
     let mut open = true;
+    // This session's part of the generator's active count (sessions add theirs).
+    let mut published = 0;
     loop {
         // Published before the wait for work, so that an idle generator reads 0.
-        shared
-            .stats
-            .active
-            .store(batch.rows.len(), Ordering::Relaxed);
+        publish(shared, &mut published, batch.rows.len());
         let mut joining = Vec::new();
         while open && batch.rows.len() + joining.len() < max_batch {
             let next = if batch.rows.is_empty() && joining.is_empty() {
                 // Nothing to decode: sleep until a request comes.
-                queue.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+                queue
+                    .recv()
+                    .map_err(|_| crossbeam_channel::TryRecvError::Disconnected)
             } else {
                 queue.try_recv()
             };
             let seq = match next {
                 Ok(seq) => seq,
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
                     open = false;
                     break;
                 }
@@ -228,10 +234,7 @@ fn run(mut model: Model, shared: &Shared, queue: &mpsc::Receiver<Sequence>, max_
         {
             fail_all(&mut batch, &e);
         }
-        shared
-            .stats
-            .active
-            .store(batch.rows.len(), Ordering::Relaxed);
+        publish(shared, &mut published, batch.rows.len());
         if batch.rows.is_empty() {
             if open {
                 continue;
@@ -253,6 +256,17 @@ fn run(mut model: Model, shared: &Shared, queue: &mpsc::Receiver<Sequence>, max_
             fail_all(&mut batch, &e);
         }
     }
+}
+
+/// Moves this session's part of the active count from `published` to `now`.
+fn publish(shared: &Shared, published: &mut usize, now: usize) {
+    let active = &shared.stats.active;
+    if now > *published {
+        active.fetch_add(now - *published, Ordering::Relaxed);
+    } else {
+        active.fetch_sub(*published - now, Ordering::Relaxed);
+    }
+    *published = now;
 }
 
 /// Runs a new sequence's prompt and its first token; `None` when it has already ended.

@@ -192,6 +192,7 @@ mod tests {
             chat_template: None,
             threads: 1,
             max_batch: 1,
+            sessions: 1,
             memory_mode: MemoryMode::Fast,
         }
     }

@@ -51,6 +51,7 @@ fn spec(max_batch: usize) -> super::OnnxGeneratorSpec {
         chat_template: None,
         threads: 1,
         max_batch,
+        sessions: 1,
         memory_mode: MemoryMode::Fast,
     }
 }
