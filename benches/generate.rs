@@ -86,6 +86,7 @@ fn main() -> Result<(), Error> {
     let dir = Path::new(dir);
     let runtime = Runtime::load(&RuntimeConfig {
         onnxruntime_library: library.clone(),
+        intra_op_spinning: false,
         intra_op_threads: threads,
         memory_mode,
     })?;

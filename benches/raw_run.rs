@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gap = Duration::from_micros(rest.first().map_or(Ok(0), |g| g.parse())?);
     let runtime = Runtime::load(&RuntimeConfig {
         onnxruntime_library: library.clone(),
+        intra_op_spinning: false,
         intra_op_threads: 2,
         memory_mode: MemoryMode::Fast,
     })?;

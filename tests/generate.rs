@@ -45,6 +45,7 @@ fn runtime() -> &'static Runtime {
         let lib = common::vendor().join("onnxruntime/libonnxruntime.so.1.31.1");
         Runtime::load(&RuntimeConfig {
             onnxruntime_library: lib.display().to_string(),
+            intra_op_spinning: false,
             intra_op_threads: 1,
             memory_mode: MemoryMode::Fast,
         })

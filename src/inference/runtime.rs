@@ -99,6 +99,8 @@ pub struct Runtime {
     library: PathBuf,
     version: String,
     environment: Environment,
+    /// Intra-op threads spin while waiting (`runtime.intra_op_spinning`).
+    spinning: bool,
 }
 
 /// Execution providers compiled into the loaded library.
@@ -131,6 +133,7 @@ impl Runtime {
             library,
             version,
             environment,
+            spinning: config.intra_op_spinning,
         })
     }
 
@@ -186,6 +189,11 @@ impl Runtime {
             .map_err(|e| model_err(e.to_string()))?
             .with_intra_threads(threads)
             .map_err(|e| model_err(e.to_string()))?;
+        if !self.spinning {
+            base = base
+                .with_intra_op_spinning(false)
+                .map_err(|e| model_err(e.to_string()))?;
+        }
         if !memory_pattern {
             base = base
                 .with_memory_pattern(false)
@@ -398,6 +406,7 @@ mod tests {
     fn explicit_missing_library_is_reported() {
         let cfg = RuntimeConfig {
             onnxruntime_library: "/nonexistent/libonnxruntime.so".into(),
+            intra_op_spinning: false,
             intra_op_threads: 0,
             memory_mode: MemoryMode::Compact,
         };

@@ -33,6 +33,7 @@ pub(super) fn runtime() -> &'static Runtime {
         );
         Runtime::load(&RuntimeConfig {
             onnxruntime_library: lib.display().to_string(),
+            intra_op_spinning: false,
             intra_op_threads: 1,
             memory_mode: MemoryMode::Fast,
         })
