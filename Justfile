@@ -29,9 +29,8 @@ run: deps fetch build
     @echo "    target/release/sparkbrain user add admin --role admin --config dev/config.toml"
     target/release/sparkbrain serve --config dev/config.toml
 
-# Build (debug, so the binary exists for the tests) and run all tests
+# Run all tests (the test build includes the binary the integration tests start)
 test: deps fetch
-    cargo build
     if command -v cargo-nextest >/dev/null 2>&1; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
 
 # Formatting check and clippy with warnings as errors
