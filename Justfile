@@ -62,6 +62,22 @@ bench-kb: fetch
 bench-generate: fetch
     bash benches/generate.sh
 
+# Build the Debian package target/debian/sparkbrain_<version>_amd64.deb (installs cargo-deb when missing)
+deb: deps fetch
+    bash scripts/deb.sh
+
+# Check the package with lintian (fails on errors and warnings; overrides in packaging/lintian-overrides)
+lint-deb: deps fetch vm-deps
+    lintian --fail-on error,warning "$(bash scripts/deb.sh | tail -n 1)"
+
+# Install what the package checks and the VM tests need (qemu, debootstrap, lintian, ...)
+vm-deps:
+    bash scripts/install-vm-deps.sh
+
+# Install, API, encrypted volume, errors and purge of the .deb in a Debian VM (root; QEMU TCG)
+test-vm *DEB: vm-deps
+    bash tests/vm/run.sh {{ DEB }}
+
 # Write the man page to target/sparkbrain.1
 man:
     mkdir -p target

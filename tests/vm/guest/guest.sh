@@ -1,0 +1,253 @@
+#!/bin/bash
+# The guest half of the VM test. Runs inside the VM as root (sparkbrain-vm-job.service), with
+# the host's job folder on /job: the package, /job/env (passwords and the known strings) and
+# /job/tap.txt, where every check is recorded as "ok - ..." or "not ok - ...". Checks that go
+# through the forwarded port are the host's: host_step hands over and waits for them.
+# Command output goes to /job/guest.log.
+set -u
+set -a
+# shellcheck source=/dev/null
+. /job/env
+set +a
+
+TAP=/job/tap.txt
+DATA_DISK=/dev/disk/by-id/virtio-datadisk
+FS_DISK=/dev/disk/by-id/virtio-fsdisk
+CONFIG=/etc/sparkbrain/config.toml
+MAPPER=/dev/mapper/sparkbrain-data
+
+record() { echo "$*" >>"$TAP"; echo "== $*"; }
+ok() { record "ok - $*"; }
+not_ok() { record "not ok - $*"; }
+# check DESCRIPTION COMMAND...: one check from a command's exit status.
+check() {
+    local what=$1 rc
+    shift
+    echo "+ $*"
+    "$@"
+    rc=$?
+    if [ "$rc" = 0 ]; then ok "$what"; else not_ok "$what (exit $rc)"; fi
+    return "$rc"
+}
+# expect_fail DESCRIPTION PATTERN COMMAND...: the command must fail and say PATTERN (ERE, any case).
+expect_fail() {
+    local what=$1 pattern=$2 out rc
+    shift 2
+    echo "+ $*"
+    out=$("$@" 2>&1)
+    rc=$?
+    echo "$out"
+    if [ "$rc" = 0 ]; then
+        not_ok "$what (exit 0)"
+    elif ! grep -qiE -- "$pattern" <<<"$out"; then
+        not_ok "$what (exit $rc, but the message does not match /$pattern/: $(head -c 300 <<<"$out" | tr '\n' ' '))"
+    else
+        ok "$what (exit $rc: $(head -n 1 <<<"$out" | head -c 200))"
+    fi
+}
+# with_input TEXT COMMAND...: runs the command with TEXT and a newline on standard input.
+with_input() {
+    local text=$1
+    shift
+    printf '%s\n' "$text" | "$@"
+}
+now() { cut -d' ' -f1 /proc/uptime; }
+scenario_start=""
+begin() {
+    end_scenario
+    scenario=$1
+    scenario_start=$(now)
+    record "# scenario $1: $2"
+}
+end_scenario() {
+    if [ -n "$scenario_start" ]; then
+        record "# time scenario $scenario: $(awk -v a="$scenario_start" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s"
+    fi
+    scenario_start=""
+}
+# host_step NAME: asks the host to run its checks NAME and waits for it to finish.
+host_step() {
+    local i
+    : >"/job/steps/$1.req"
+    for ((i = 0; i < HOST_STEP_TIMEOUT; i++)); do
+        [ -e "/job/steps/$1.done" ] && return 0
+        sleep 1
+    done
+    not_ok "host checks $1 finished within ${HOST_STEP_TIMEOUT} s"
+    return 1
+}
+# wait_ready SECONDS: /readyz answers 200 inside the guest.
+wait_ready() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 10 https://127.0.0.1:8470/readyz)" = 200 ] && return 0
+        sleep 1
+    done
+    curl -sk --max-time 10 https://127.0.0.1:8470/readyz
+    return 1
+}
+# write_config [EXTRA]: the test configuration. Any non-loopback bind is TLS (a self-signed
+# certificate made on first start), so the host talks HTTPS to the forwarded port.
+write_config() {
+    cat >"$CONFIG" <<EOF
+# VM test configuration
+data_dir = "/var/lib/sparkbrain"
+[server]
+bind = "0.0.0.0:8470"
+[runtime]
+memory_mode = "fast"
+$1
+EOF
+}
+add_admin() { with_input "$ADMIN_PASSWORD" sparkbrain user add admin --role admin --password-stdin; }
+journal() { journalctl -u sparkbrain --no-pager -n "${1:-40}" -o cat; }
+
+echo "guest: $(uname -r), PID 1 $(ps -p 1 -o comm=), $(nproc) CPUs, $(free -m | awk '/Mem:/{print $2}') MiB"
+systemctl is-system-running --wait
+record "# guest booted in $(now) s (uptime)"
+
+# ---- 1. install ---------------------------------------------------------------------------------
+begin 1 "install the package and start the service"
+check "1. dpkg -i installs the package" dpkg -i /job/sparkbrain.deb
+check "1. ONNX Runtime and the model are where the default configuration looks" \
+    test -f /usr/lib/sparkbrain/libonnxruntime.so.1.31.1 \
+    -a -f /usr/share/sparkbrain/models/all-MiniLM-L6-v2/model.onnx \
+    -a -f /usr/share/sparkbrain/models/all-MiniLM-L6-v2/tokenizer.json
+check "1. /etc/sparkbrain/config.toml is a conffile" \
+    bash -c "dpkg-query -W -f='\${Conffiles}' sparkbrain | grep -q ' /etc/sparkbrain/config.toml '"
+check "1. the installed configuration is valid" sparkbrain config check
+check "1. /etc/sparkbrain/keys is root:root 0700" test "$(stat -c %U:%G:%a /etc/sparkbrain/keys)" = root:root:700
+check "1. /var/lib/sparkbrain is root:root 0700" test "$(stat -c %U:%G:%a /var/lib/sparkbrain)" = root:root:700
+check "1. completions and man page installed" test -f /usr/share/bash-completion/completions/sparkbrain \
+    -a -f /usr/share/zsh/vendor-completions/_sparkbrain -a -f /usr/share/fish/vendor_completions.d/sparkbrain.fish \
+    -a -f /usr/share/man/man1/sparkbrain.1.gz
+check "1. the service is not enabled by the install" bash -c '! systemctl is-enabled --quiet sparkbrain'
+check "1. the service is not started by the install" bash -c '! systemctl is-active --quiet sparkbrain'
+# --man=no: the image has no man-db to look the Documentation= page up with.
+check "1. systemd-analyze verify sparkbrain.service" systemd-analyze verify --man=no sparkbrain.service
+write_config ""
+t=$(now)
+check "1. systemctl enable --now sparkbrain" systemctl enable --now sparkbrain
+record "# service start (enable --now) took $(awk -v a="$t" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s"
+check "1. systemctl is-active sparkbrain" systemctl is-active sparkbrain
+systemd-analyze security --no-pager sparkbrain >/job/security.txt 2>&1
+score=$(sed -n 's/.*Overall exposure level for sparkbrain.service: \([0-9.]*\).*/\1/p' /job/security.txt)
+check "1. systemd-analyze security sparkbrain: ${score:-no score} (at most 3.0)" \
+    awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 3.0) }'
+sparkbrain doctor >/job/doctor.txt 2>&1
+rc=$?
+cat /job/doctor.txt
+check "1. sparkbrain doctor passes (doctor.txt)" test "$rc" = 0
+check "1. doctor finds ONNX Runtime in /usr/lib/sparkbrain" grep -qE '^\[ ok \] onnx runtime .*/usr/lib/sparkbrain/' /job/doctor.txt
+check "1. doctor finds and loads the embedding model" \
+    bash -c "grep -qE '^\[ ok \] embedding model' /job/doctor.txt && grep -qE '^\[ ok \] model loads' /job/doctor.txt"
+check "1. the service becomes ready" wait_ready 600 || journal
+
+# ---- 2. the API from the host ---------------------------------------------------------------
+begin 2 "sign in, index a document and find it over the forwarded port"
+check "2. sparkbrain user add admin --role admin --password-stdin" add_admin
+host_step index-1
+
+# ---- 3. encrypted volume --------------------------------------------------------------------------
+scenario_3() {
+check "3. systemctl stop sparkbrain" systemctl stop sparkbrain
+# Cheap key derivation: argon2id's defaults take most of a minute under emulation.
+write_config "[volume]
+pbkdf_memory_kib = 65536
+pbkdf_iterations = 4"
+check "3. sparkbrain volume create on the data disk" \
+    with_input "$PASSPHRASE" sparkbrain volume create "$DATA_DISK" --name data --yes
+echo 'data = "data"' >>"$CONFIG"
+cat "$CONFIG"
+check "3. systemctl start sparkbrain with the volume configured" systemctl start sparkbrain || journal
+check "3. the service becomes ready" wait_ready 600 || journal
+check "3. findmnt: /var/lib/sparkbrain is on $MAPPER" \
+    test "$(findmnt -n -o SOURCE /var/lib/sparkbrain)" = "$MAPPER"
+findmnt /var/lib/sparkbrain
+check "3. admin created again in the new, empty store" add_admin
+host_step index-2
+check "3. systemctl stop sparkbrain" systemctl stop sparkbrain
+check "3. sparkbrain volume lock data" sparkbrain volume lock data
+check "3. the service starts with the volume locked" systemctl start sparkbrain
+check "3. and is active" systemctl is-active sparkbrain
+host_step locked
+# The plaintext must reach the disk only encrypted: flush, then look at both sides.
+sync
+echo 3 >/proc/sys/vm/drop_caches
+raw=$(grep -a -c -- "$KNOWN_2" "$DATA_DISK")
+check "3. the known string is not on the raw data disk (grep -c: $raw)" test "$raw" = 0
+plain=$(grep -a -c -- "$KNOWN_2" "$MAPPER")
+check "3. the known string is on the opened volume $MAPPER (grep -c: $plain)" test "${plain:-0}" -gt 0
+}
+
+# ---- 4. clear errors ------------------------------------------------------------------------------
+scenario_4() {
+# (the wrong passphrase over the API was checked by the host while the volume was locked)
+expect_fail "4. volume create on the data disk in use fails and says so" 'in use|mounted|busy|open' \
+    with_input other-pass-1 sparkbrain volume create "$DATA_DISK" --name again --yes
+check "4. systemctl stop sparkbrain" systemctl stop sparkbrain
+expect_fail "4. volume create on a disk holding ext4 without --force fails and names it" 'ext4' \
+    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --yes
+check "4. volume create --force --yes on that disk" \
+    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --force --yes
+# Put the scratch volume away again so that only the data volume is left.
+sparkbrain volume lock scratch || {
+    umount /dev/mapper/sparkbrain-scratch
+    cryptsetup close sparkbrain-scratch
+}
+check "4. sparkbrain volume lock data" sparkbrain volume lock data
+expect_fail "4. volume unlock with a wrong passphrase fails" 'passphrase' \
+    with_input wrong-passphrase sparkbrain volume unlock data
+}
+
+begin 3 "the data directory on an encrypted volume: create, lock, unlock over the API"
+if sparkbrain volume --help >/dev/null 2>&1; then
+    scenario_3
+    begin 4 "clear errors"
+    scenario_4
+else
+    not_ok "3. sparkbrain has a volume command (scenarios 3 and 4 need it)"
+    begin 4 "clear errors"
+    not_ok "4. sparkbrain has a volume command"
+fi
+
+# ---- 5. purge -------------------------------------------------------------------------------------
+begin 5 "apt purge keeps the volume"
+if ! cryptsetup isLuks "$DATA_DISK"; then
+    # Scenario 3 made no volume; make one by hand so that purge is still checked against a
+    # LUKS volume holding the known string.
+    record "# no LUKS volume on the data disk (scenario 3 failed): making one with cryptsetup for this scenario"
+    printf '%s' "$PASSPHRASE" | cryptsetup luksFormat --batch-mode --type luks2 --pbkdf argon2id \
+        --pbkdf-memory 65536 --pbkdf-force-iterations 4 --key-file - "$DATA_DISK"
+    printf '%s' "$PASSPHRASE" | cryptsetup open --key-file - "$DATA_DISK" sparkbrain-data
+    mkfs.ext4 -q "$MAPPER"
+    mkdir -p /mnt/check
+    mount "$MAPPER" /mnt/check && echo "$KNOWN_2" >/mnt/check/known.txt
+    umount /mnt/check
+    cryptsetup close sparkbrain-data
+fi
+mountpoint -q /var/lib/sparkbrain && umount /var/lib/sparkbrain
+kept=$(ls -A /var/lib/sparkbrain 2>/dev/null | wc -l)
+check "5. apt-get purge sparkbrain" env DEBIAN_FRONTEND=noninteractive apt-get purge -y sparkbrain
+check "5. the package is gone" bash -c '! dpkg-query -W -f="\${Status}" sparkbrain 2>/dev/null | grep -q installed'
+check "5. /usr/bin/sparkbrain is gone" test ! -e /usr/bin/sparkbrain
+check "5. /etc/sparkbrain is gone" test ! -e /etc/sparkbrain
+if [ "$kept" -gt 0 ]; then
+    check "5. /var/lib/sparkbrain on the root file system, not empty, is kept" test -f /var/lib/sparkbrain/sparkbrain.db
+else
+    check "5. /var/lib/sparkbrain on the root file system, empty, is removed" test ! -e /var/lib/sparkbrain
+fi
+check "5. the LUKS header on the data disk is intact" cryptsetup isLuks "$DATA_DISK"
+if [ -e "$MAPPER" ]; then
+    umount "$MAPPER" 2>/dev/null
+    cryptsetup close sparkbrain-data
+fi
+check "5. the volume opens with its passphrase" \
+    bash -c "printf '%s' \"\$PASSPHRASE\" | cryptsetup open --key-file - '$DATA_DISK' check-data"
+mkdir -p /mnt/check
+check "5. and mounts" mount -o ro /dev/mapper/check-data /mnt/check
+check "5. and holds the data (the known string is in its files)" grep -rqa -- "$KNOWN_2" /mnt/check
+umount /mnt/check
+cryptsetup close check-data
+end_scenario
+exit 0
