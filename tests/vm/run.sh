@@ -17,7 +17,7 @@ repo="$(cd "$here/../.." && pwd)"
 vm_timeout="${SPARKBRAIN_VM_TIMEOUT:-1200}"
 
 [[ "$(id -u)" == 0 ]] || { echo "tests/vm/run.sh: needs root (debootstrap, and the image's files are root's)" >&2; exit 1; }
-for tool in qemu-system-x86_64 curl jq mkfs.ext4 python3; do
+for tool in qemu-system-x86_64 curl jq mkfs.ext4 python3 lintian; do
     command -v "$tool" >/dev/null || { echo "tests/vm/run.sh: $tool not found (scripts/install-vm-deps.sh)" >&2; exit 1; }
 done
 
@@ -60,6 +60,12 @@ KNOWN_1=$KNOWN_1
 KNOWN_2=$KNOWN_2
 HOST_STEP_TIMEOUT=$HOST_STEP_TIMEOUT
 EOF
+# The package's own check, on the host: lintian must report no errors and no warnings.
+if lintian --fail-on error,warning "$deb" >"$job/lintian.txt" 2>&1; then
+    echo "ok - 0. lintian: no errors or warnings" >>"$job/tap.txt"
+else
+    echo "not ok - 0. lintian: $(grep -E '^[EW]: ' "$job/lintian.txt" | head -n 3 | tr '\n' ' ')" >>"$job/tap.txt"
+fi
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="https://127.0.0.1:$port"
 tap="$job/tap.txt"
@@ -247,6 +253,6 @@ rm -f "$job/datadisk.img" "$job/fsdisk.img" "$job/sparkbrain.deb"
 
 passed=$(grep -c '^ok - ' "$tap")
 failed=$(grep -c '^not ok - ' "$tap")
-echo "# VM wall time: ${vm_wall} s; logs: $job (guest.log, serial.log, doctor.txt, security.txt)"
+echo "# VM wall time: ${vm_wall} s; logs: $job (guest.log, serial.log, doctor.txt, security.txt, lintian.txt)"
 echo "$passed passed, $failed failed"
 ((failed == 0))
