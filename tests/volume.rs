@@ -282,6 +282,13 @@ fn a_locked_data_volume_serves_only_health_and_unlock_and_writes_nothing() {
         .expect("unlock");
     assert_eq!(r.status(), 400);
 
+    let out = run(&s, &["status"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the data volume is locked"),
+        "{}",
+        stderr(&out)
+    );
     // Nor may the command line open a store on the unencrypted disk meanwhile.
     let out = run(&s, &["user", "list"], "");
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
