@@ -2,14 +2,15 @@
 # Installs what building and testing sparkbrain needs beyond Rust, on Debian/Ubuntu:
 # system packages (libsystemd for sd_notify, openssl for the TLS tests, qpdf to make encrypted
 # PDFs in the extraction tests, poppler-utils' pdftotext as the extraction benchmark's reference,
-# dbus-daemon for the private bus the host-services tests run a stand-in systemd on, systemd's
-# systemd-analyze to score the unit's sandbox in tests/packaging.rs) and the
+# dbus-daemon for the private bus the host-services tests run a stand-in systemd on, cryptsetup
+# and e2fsprogs for the volume tests, systemd's systemd-analyze to score the unit's sandbox in
+# tests/packaging.rs) and the
 # Python package the tests use to parse /metrics. Installs only what is missing; uses sudo when
 # not root.
 set -euo pipefail
 
 PROMETHEUS_CLIENT_VERSION=0.26.0
-packages=(pkg-config libsystemd-dev openssl ca-certificates curl qpdf poppler-utils dbus-daemon systemd)
+packages=(pkg-config libsystemd-dev openssl ca-certificates curl qpdf poppler-utils dbus-daemon cryptsetup-bin e2fsprogs systemd)
 
 sudo=()
 [[ "$(id -u)" == 0 ]] || sudo=(sudo)

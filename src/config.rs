@@ -49,6 +49,8 @@ pub struct Config {
     pub answers: AnswersConfig,
     /// GPU supervision through NVML and the host services the GPUs depend on.
     pub gpu: GpuConfig,
+    /// LUKS2-encrypted volumes and the one that holds `data_dir`.
+    pub volume: VolumeConfig,
     /// Language models that write answers and chat completions, by the name clients use.
     #[serde(default)]
     pub generators: std::collections::BTreeMap<String, GeneratorConfig>,
@@ -116,6 +118,31 @@ pub struct GpuConfig {
     pub host_services: Vec<String>,
     /// D-Bus address of the system bus; empty means the standard one, `off` watches nothing.
     pub system_bus: String,
+}
+
+/// `[volume]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Name of the volume that must hold `data_dir`; empty keeps data wherever `data_dir` is.
+    pub data: String,
+    /// File recording every volume `sparkbrain volume create` made (device, LUKS UUID, mount).
+    pub registry: PathBuf,
+    /// Root-only folder of key files, the TLS certificate and the admins allowed to unlock.
+    pub keys_dir: PathBuf,
+    /// argon2id memory cost of new key slots, in KiB.
+    pub pbkdf_memory_kib: u32,
+    /// argon2id iterations of new key slots; 0 lets cryptsetup pick them for a ~2 s unlock.
+    pub pbkdf_iterations: u32,
+    /// argon2id parallel threads of new key slots.
+    pub pbkdf_parallel: u32,
+}
+
+impl VolumeConfig {
+    /// Whether `data_dir` must live on an encrypted volume.
+    pub fn required(&self) -> bool {
+        !self.data.is_empty()
+    }
 }
 
 /// `[metrics]`.
@@ -762,6 +789,7 @@ impl Config {
         }
         self.validate_answers()?;
         self.validate_gpu()?;
+        self.validate_volume()?;
         let positive: [(&'static str, u64); 16] = [
             (
                 "auth.access_token_ttl_seconds",
@@ -866,6 +894,32 @@ impl Config {
 
 impl Config {
     /// Checks `[gpu]`.
+    fn validate_volume(&self) -> Result<(), (&'static str, String)> {
+        let v = &self.volume;
+        if v.required() && !crate::volume::valid_name(&v.data) {
+            return Err((
+                "volume.data",
+                format!(
+                    "{:?} cannot name a volume: use 1 to 32 lowercase letters, digits, '-' or '_'",
+                    v.data
+                ),
+            ));
+        }
+        if v.pbkdf_memory_kib < 32 || v.pbkdf_memory_kib > 4 * 1024 * 1024 {
+            return Err((
+                "volume.pbkdf_memory_kib",
+                format!(
+                    "{} is outside argon2id's range for cryptsetup: use 32 to 4194304 (4 GiB)",
+                    v.pbkdf_memory_kib
+                ),
+            ));
+        }
+        if v.pbkdf_parallel == 0 {
+            return Err(("volume.pbkdf_parallel", "must be greater than 0".into()));
+        }
+        Ok(())
+    }
+
     fn validate_gpu(&self) -> Result<(), (&'static str, String)> {
         let g = &self.gpu;
         if !(100..=3_600_000).contains(&g.sample_interval_ms) {

@@ -87,6 +87,12 @@ impl Problem {
         p
     }
 
+    /// The same problem, asking the client to retry after `secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
     /// 503: not ready to serve.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)

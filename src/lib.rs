@@ -15,3 +15,4 @@ pub mod inference;
 pub mod kb;
 pub mod store;
 pub mod telemetry;
+pub mod volume;

@@ -13,6 +13,9 @@ mod kserve;
 mod openai;
 mod session;
 mod users;
+mod volumes;
+
+pub use volumes::{LockedState, locked_router};
 
 use std::sync::Arc;
 
@@ -87,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/chats/{id}",
             get(answers::get_chat).delete(answers::delete_chat),
         );
+    let api = api.merge(volumes::routes());
     let metrics = if app.config.metrics.public {
         get(health::metrics_public)
     } else {

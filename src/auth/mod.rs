@@ -9,10 +9,11 @@ pub mod audit;
 pub mod password;
 mod rate_limit;
 pub mod tokens;
+pub mod unlockers;
 pub mod users;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -148,6 +149,7 @@ pub struct Auth {
     key: SigningKey,
     limiter: LoginLimiter,
     denials: DenialThrottle,
+    unlockers: Option<PathBuf>,
 }
 
 impl Auth {
@@ -165,7 +167,34 @@ impl Auth {
             key,
             limiter,
             denials: DenialThrottle::new(Duration::from_secs(60), DENIALS_AUDITED_PER_MINUTE),
+            unlockers: None,
         })
+    }
+
+    /// Keeps the admins who may unlock the data volume in `path`, now and after every change
+    /// to users (see [`unlockers`]).
+    pub async fn keep_unlockers(&mut self, path: PathBuf) {
+        self.unlockers = Some(path);
+        self.refresh_unlockers().await;
+    }
+
+    async fn refresh_unlockers(&self) {
+        let Some(path) = self.unlockers.clone() else {
+            return;
+        };
+        let written = self
+            .store
+            .run(move |c| Ok::<_, StoreError>(unlockers::export(c, &path)))
+            .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot record the admins who may unlock the data volume")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the admins who may unlock the data volume")
+            }
+        }
     }
 
     /// Writes an audit event. A failure to audit is logged, not returned: the decision stands.
@@ -569,10 +598,15 @@ impl Auth {
         users::validate_name("user", name)?;
         let hash = self.hash(password).await?;
         let name = name.to_string();
-        self.audited(p, ctx, "user.create", Some(name.clone()), None, move |c| {
-            users::insert(c, &name, role, &hash)
-        })
-        .await
+        let created = self
+            .audited(p, ctx, "user.create", Some(name.clone()), None, move |c| {
+                users::insert(c, &name, role, &hash)
+            })
+            .await;
+        if created.is_ok() {
+            self.refresh_unlockers().await;
+        }
+        created
     }
 
     /// Lists users (admin).
@@ -678,15 +712,20 @@ impl Auth {
             tx.commit()?;
             Ok(user)
         };
-        self.audited(
-            p,
-            ctx,
-            "user.update",
-            Some(name.to_string()),
-            Some(detail),
-            f,
-        )
-        .await
+        let updated = self
+            .audited(
+                p,
+                ctx,
+                "user.update",
+                Some(name.to_string()),
+                Some(detail),
+                f,
+            )
+            .await;
+        if updated.is_ok() {
+            self.refresh_unlockers().await;
+        }
+        updated
     }
 
     /// Deletes a user with their sessions and keys (admin; never the last admin).
@@ -710,7 +749,9 @@ impl Auth {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.refresh_unlockers().await;
+        Ok(())
     }
 
     /// Lists groups (admin).

@@ -52,6 +52,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
             |p| format!("{} is valid", p.display()),
         ),
     }];
+    items.push(volume(config));
     items.push(data_dir(&config.data_dir));
     items.push(disk(&config.data_dir));
     items.push(database(config));
@@ -77,6 +78,44 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+/// The data volume: configured, unlocked, holding the data directory; TPM2 offered if present.
+fn volume(config: &Config) -> Item {
+    use crate::volume::{DataVolume, Volumes};
+    let volumes = Volumes::new(config);
+    let tpm = if Volumes::tpm2_available() {
+        "; this box has a TPM2: `sparkbrain volume key add NAME --tpm2` unlocks without a passphrase"
+    } else {
+        ""
+    };
+    match volumes.data_state() {
+        DataVolume::NotRequired => item(
+            "volume",
+            Level::Warn,
+            format!(
+                "no data volume: {} is not encrypted by sparkbrain (create one with `sparkbrain volume create DEVICE --name data` and set [volume] data){tpm}",
+                config.data_dir.display()
+            ),
+        ),
+        DataVolume::Ready => item(
+            "volume",
+            Level::Ok,
+            format!(
+                "data volume {:?} is unlocked and holds {}{tpm}",
+                config.volume.data,
+                config.data_dir.display()
+            ),
+        ),
+        DataVolume::Locked(why) => item(
+            "volume",
+            Level::Warn,
+            format!(
+                "{why}; the daemon waits for `sparkbrain volume unlock {}` or an unlock over the API{tpm}",
+                config.volume.data
+            ),
+        ),
+    }
 }
 
 /// Opens NVML as the daemon would: CPU-only is a warning, not a failure.

@@ -11,6 +11,7 @@ mod search;
 mod serve;
 mod status;
 mod user;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, FileChoice, Loaded, Overrides};
 use crate::store::LockError;
+use crate::volume::VolumeError;
 
 /// Exit status for an invalid configuration (sysexits `EX_CONFIG`).
 pub const EXIT_CONFIG: u8 = 78;
@@ -51,6 +53,9 @@ pub enum Command {
     /// Create and manage users directly in the store (run as root on the box; works whether or not the daemon runs)
     #[command(subcommand)]
     User(user::Command),
+    /// Create, unlock, lock and inspect LUKS2-encrypted volumes and their keys (run as root on the box)
+    #[command(subcommand)]
+    Volume(volume::Command),
     /// Check the installation: runtime, models, data directory, TLS certificate, disk space
     Doctor(doctor::Args),
     /// Upload files and folders into a collection of the running daemon and wait until they are indexed (authenticates with SPARKBRAIN_API_KEY)
@@ -81,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&file, args),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
         Command::User(cmd) => user::run(&file, cmd),
+        Command::Volume(cmd) => volume::run(&file, cmd),
         Command::Doctor(args) => doctor::run(&file, args),
         Command::Ingest(args) => ingest::run(&file, args),
         Command::Search(args) => search::run(&file, args),
@@ -94,9 +100,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The exit status for an error: 78 for configuration errors, 75 for a held data directory,
-/// 1 otherwise (clap uses 2 for usage errors).
+/// 10–16 for volume failures (see [`VolumeError::exit_code`]), 1 otherwise (clap uses 2 for
+/// usage errors).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<ConfigError>().is_some() {
+    if let Some(e) = err.downcast_ref::<VolumeError>() {
+        e.exit_code()
+    } else if err.downcast_ref::<ConfigError>().is_some() {
         EXIT_CONFIG
     } else if err.downcast_ref::<LockError>().is_some() {
         EXIT_LOCKED

@@ -7,6 +7,7 @@ use super::client::{self, Endpoint};
 use super::load;
 use crate::config::FileChoice;
 use crate::store::peek_schema_version;
+use crate::volume::DataVolume;
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,12 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         fingerprint,
         fingerprint_error,
     } = client::local_endpoint(&config);
+    let state = crate::volume::Volumes::new(&config).data_state();
+    let volume = match &state {
+        DataVolume::NotRequired => None,
+        DataVolume::Ready => Some(format!("{:?} unlocked", config.volume.data)),
+        DataVolume::Locked(why) => Some(why.clone()),
+    };
     let schema = peek_schema_version(&config.data_dir).ok().flatten();
     let probe = pid.map(|_| probe_ready(&url, fingerprint.as_deref()));
     let (ready, reasons, gpus) = match &probe {
@@ -47,6 +54,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
             "ready": ready,
             "reasons": reasons,
             "gpus": gpus,
+            "volume": volume,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -56,6 +64,9 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         }
         println!("address:      {url}");
         println!("data dir:     {}", config.data_dir.display());
+        if let Some(v) = &volume {
+            println!("volume:       {v}");
+        }
         match schema {
             Some(v) => println!("schema:       version {v}"),
             None => println!("schema:       no database yet"),
@@ -80,6 +91,11 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         }
     }
     match (pid, ready) {
+        (None, _) if matches!(state, DataVolume::Locked(_)) => bail!(
+            "no daemon holds {}: the data volume is locked (a running daemon waits for `sparkbrain volume unlock {}` or an unlock over the API)",
+            config.data_dir.display(),
+            config.volume.data
+        ),
         (None, _) => bail!(
             "no sparkbrain daemon is running on {}",
             config.data_dir.display()

@@ -14,6 +14,7 @@ use crate::auth::{
 };
 use crate::config::FileChoice;
 use crate::store::Store;
+use crate::volume::Volumes;
 
 /// User subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -53,10 +54,12 @@ pub enum Command {
 /// Runs a user subcommand.
 pub fn run(file: &FileChoice, cmd: Command) -> anyhow::Result<()> {
     let config = load(file)?.config;
+    let volumes = Volumes::new(&config);
+    volumes.require_data()?;
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let min_len = config.auth.min_password_length;
-    match cmd {
+    let outcome = match cmd {
         Command::Add {
             name,
             role,
@@ -132,7 +135,16 @@ pub fn run(file: &FileChoice, cmd: Command) -> anyhow::Result<()> {
             println!("removed user {name}");
             Ok(())
         }
+    };
+    if config.volume.required() {
+        // The daemon is not told of changes made here; the admins who may unlock are.
+        store
+            .with_conn(|c| {
+                Ok::<_, AuthError>(crate::auth::unlockers::export(c, &volumes.unlockers_file()))
+            })?
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
+    outcome
 }
 
 /// Audits a local administrator's change under `local:<unix user>`.

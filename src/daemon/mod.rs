@@ -22,6 +22,7 @@ use crate::kb::KnowledgeBase;
 use crate::store::{BlobStore, DataDirLock, Store};
 use crate::telemetry::metrics::{Metrics, ServingMetrics};
 use crate::telemetry::systemd;
+use crate::volume::{DataVolume, Volumes};
 
 /// What the runtime loader produced.
 pub struct RuntimeState {
@@ -50,6 +51,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The GPU supervisor.
     pub gpus: Arc<Gpus>,
+    /// The encrypted volumes.
+    pub volumes: Arc<Volumes>,
     /// Set once the runtime loader has finished.
     pub runtime: OnceLock<RuntimeState>,
     /// The knowledge base, once its indexes are open (or why they could not be).
@@ -171,6 +174,24 @@ impl App {
             }
         }
         checks.push(self.gpu_check());
+        if let Some(name) = self.volumes.data_volume() {
+            // Unmounted under a running daemon (someone forced it): say so, never serve on.
+            checks.push(match self.volumes.data_state() {
+                DataVolume::Locked(why) => Check {
+                    name: "volume",
+                    ok: false,
+                    detail: format!("volume locked: {why}"),
+                },
+                DataVolume::Ready | DataVolume::NotRequired => Check {
+                    name: "volume",
+                    ok: true,
+                    detail: format!(
+                        "data volume {name:?} unlocked, {} on it",
+                        self.config.data_dir.display()
+                    ),
+                },
+            });
+        }
         Readiness {
             ready: checks.iter().all(|c| c.ok),
             checks,
@@ -244,21 +265,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Handle SIGTERM/SIGINT from the start: the listener serves while the runtime loads, and
     // until these exist a signal would kill the process without draining in-flight requests.
     let mut signals = ShutdownSignals::new()?;
-    let mut lock = DataDirLock::acquire(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
-    let blobs = BlobStore::open(&config.data_dir)?;
-    let auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
-    let metrics = Metrics::new().context("cannot set up metrics")?;
-    let gpu_config = config.gpu.clone();
-    let gpu_store = store.clone();
-    let gpus = tokio::task::spawn_blocking(move || Gpus::open(&gpu_config, Some(gpu_store)))
-        .await
-        .context("the GPU supervisor failed to start")?;
-    if gpus.nvml_status() == &NvmlStatus::Ok {
-        let watcher = gpus.clone();
-        let gpu_config = config.gpu.clone();
-        tokio::spawn(async move { watcher.watch_host_services(&gpu_config).await });
-    }
+    let volumes = Arc::new(Volumes::new(&config));
 
     let tls = if config.uses_tls() {
         let setup = tls::setup(&config)?;
@@ -287,6 +294,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let routes = RouterSwitch::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls.as_ref().map(|t| t.config.clone()),
+        routes.router(),
+        async {
+            let _ = stop_rx.await;
+        },
+        grace,
+    ));
+    tracing::info!(%addr, "listening on {scheme}://{addr}");
+
+    let mut watchdog = None;
+    if wait_for_data_volume(&volumes, &routes, &mut signals, &mut watchdog)
+        .await
+        .is_none()
+    {
+        return shut_down(grace, stop_tx, server, watchdog, None).await;
+    }
+
+    let mut lock = DataDirLock::acquire(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let blobs = BlobStore::open(&config.data_dir)?;
+    let mut auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
+    if volumes.data_volume().is_some() {
+        auth.keep_unlockers(volumes.unlockers_file()).await;
+    }
+    let metrics = Metrics::new().context("cannot set up metrics")?;
+    let gpu_config = config.gpu.clone();
+    let gpu_store = store.clone();
+    let gpus = tokio::task::spawn_blocking(move || Gpus::open(&gpu_config, Some(gpu_store)))
+        .await
+        .context("the GPU supervisor failed to start")?;
+    if gpus.nvml_status() == &NvmlStatus::Ok {
+        let watcher = gpus.clone();
+        let gpu_config = config.gpu.clone();
+        tokio::spawn(async move { watcher.watch_host_services(&gpu_config).await });
+    }
     lock.record_url(&format!("{scheme}://{addr}"))
         .context("cannot record the address in the data directory lock")?;
 
@@ -298,22 +344,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth,
         metrics,
         gpus,
+        volumes,
         runtime: OnceLock::new(),
         kb: OnceLock::new(),
         started,
     });
-    let router = crate::api::router(app.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(
-        listener,
-        tls.map(|t| t.config),
-        router,
-        async {
-            let _ = stop_rx.await;
-        },
-        grace,
-    ));
-    tracing::info!(%addr, "listening on {scheme}://{addr}");
+    routes.set(crate::api::router(app.clone()));
 
     let loader_app = app.clone();
     let loader = tokio::task::spawn_blocking(move || {
@@ -351,7 +387,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         () = signals.wait() => true,
     };
-    let mut watchdog = None;
     if !stopped_early {
         let readiness = app.readiness();
         if readiness.ready {
@@ -369,7 +404,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 " (not ready: see /readyz)"
             }
         ));
-        watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+        start_watchdog(&mut watchdog);
         if let Some(models) = app.models()
             && models.mode() == ControlMode::Poll
         {
@@ -386,6 +421,81 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         signals.wait().await;
     }
+    shut_down(grace, stop_tx, server, watchdog, Some(app)).await
+}
+
+/// Serves the locked router until the data directory lies on the unlocked data volume (an
+/// unlock over the API, `sparkbrain volume unlock` on the box, or a key file at start).
+/// `None` when a stop signal came first.
+async fn wait_for_data_volume(
+    volumes: &Arc<Volumes>,
+    routes: &RouterSwitch,
+    signals: &mut ShutdownSignals,
+    watchdog: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Option<()> {
+    let DataVolume::Locked(first) = volumes.data_state() else {
+        return Some(());
+    };
+    let name = volumes.data_volume().unwrap_or_default().to_string();
+    // Unattended unlock with a key file or TPM2 key, when the volume has one.
+    let unattended = volumes.clone();
+    let tried = tokio::task::spawn_blocking(move || {
+        let name = unattended.data_volume().unwrap_or_default().to_string();
+        unattended.unlock(&name, None)
+    })
+    .await;
+    match tried {
+        Ok(Ok(_)) if volumes.data_state() == DataVolume::Ready => {
+            tracing::info!(volume = %name, "unlocked the data volume with its key file or TPM2 key");
+            return Some(());
+        }
+        Ok(Err(e)) => tracing::info!(volume = %name, "no unattended unlock: {e}"),
+        _ => {}
+    }
+    tracing::warn!(volume = %name, "waiting for an admin to unlock the data volume: {first}");
+    let state = Arc::new(crate::api::LockedState::new(volumes.clone(), first));
+    routes.set(crate::api::locked_router(state.clone()));
+    systemd::ready(&format!("locked: waiting for volume {name} to be unlocked"));
+    start_watchdog(watchdog);
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            () = state.unlocked.notified() => {}
+            _ = poll.tick() => {}
+            () = signals.wait() => return None,
+        }
+        let check = volumes.clone();
+        match tokio::task::spawn_blocking(move || check.data_state()).await {
+            Ok(DataVolume::Locked(why)) => {
+                if let Ok(mut reason) = state.reason.lock() {
+                    *reason = why;
+                }
+            }
+            Ok(DataVolume::Ready | DataVolume::NotRequired) => {
+                tracing::info!(volume = %name, "the data volume is unlocked; opening the store");
+                systemd::status(&format!("volume {name} unlocked: opening the store"));
+                return Some(());
+            }
+            Err(e) => tracing::error!("cannot check the data volume: {e}"),
+        }
+    }
+}
+
+fn start_watchdog(watchdog: &mut Option<tokio::task::JoinHandle<()>>) {
+    if watchdog.is_none() {
+        *watchdog =
+            systemd::watchdog_interval().map(|every| tokio::spawn(systemd::watchdog(every)));
+    }
+}
+
+/// Stops accepting, drains requests, and closes what the app opened (if it got that far).
+async fn shut_down(
+    grace: Duration,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<bool>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    app: Option<Arc<App>>,
+) -> anyhow::Result<()> {
     tracing::info!(
         grace_seconds = grace.as_secs(),
         "shutting down: finishing in-flight requests"
@@ -399,6 +509,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !finished {
         tracing::warn!("grace period over; dropping the requests still running");
     }
+    let Some(app) = app else {
+        tracing::info!("stopped");
+        return Ok(());
+    };
     app.gpus.stop();
     if let Some(Ok(kb)) = app.kb.get() {
         let kb = kb.clone();
@@ -414,6 +528,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot checkpoint the database")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The router the listener serves: the locked router until the data volume is unlocked, then
+/// the whole API, swapped in place without restarting the listener.
+#[derive(Clone, Default)]
+struct RouterSwitch(Arc<std::sync::RwLock<axum::Router>>);
+
+impl RouterSwitch {
+    fn set(&self, router: axum::Router) {
+        if let Ok(mut current) = self.0.write() {
+            *current = router;
+        }
+    }
+
+    /// A router that hands every request to the current one.
+    fn router(&self) -> axum::Router {
+        let current = self.0.clone();
+        axum::Router::new().fallback_service(tower::service_fn(
+            move |req: axum::extract::Request| {
+                let router = current.read().map(|r| r.clone()).unwrap_or_default();
+                tower::ServiceExt::oneshot(router, req)
+            },
+        ))
+    }
 }
 
 fn load_runtime(config: &Config, metrics: ServingMetrics, gpus: &Arc<Gpus>) -> RuntimeState {

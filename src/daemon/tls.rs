@@ -1,8 +1,6 @@
 //! TLS 1.3 for non-loopback listeners: a configured certificate, or a self-signed one generated
 //! on first start and kept in the data directory.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,7 +48,13 @@ pub struct TlsSetup {
 /// The certificate and key paths the configuration points at (generated ones by default).
 pub fn paths(config: &Config) -> (PathBuf, PathBuf) {
     if config.tls.certificate.is_empty() {
-        let dir = config.data_dir.join("tls");
+        // With a data volume the certificate must exist before it is unlocked, and nothing
+        // may be written under the (unmounted) data directory: keep it with the keys.
+        let dir = if config.volume.required() {
+            config.volume.keys_dir.join("tls")
+        } else {
+            config.data_dir.join("tls")
+        };
         (dir.join("cert.pem"), dir.join("key.pem"))
     } else {
         (
@@ -178,26 +182,11 @@ fn current_year() -> i32 {
     1970 + (secs / 31_556_952) as i32
 }
 
-/// Writes a file readable by the owner only, atomically (temp file, fsync, rename).
+/// Writes a file readable by the owner only, atomically.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    let io = |what, source| TlsError::Io {
-        what,
+    crate::store::write_private(path, data).map_err(|source| TlsError::Io {
+        what: "cannot write",
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io("cannot create the folder of", e))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("cannot create", e))?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io("cannot write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("cannot move into place", e))?;
-    Ok(())
+    })
 }

@@ -11,9 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+mod private_file;
 pub use blob::{BlobId, BlobStore, BlobWriter};
 pub use lock::{DataDirLock, Holder, LockError, holder as lock_holder};
 pub use migrations::SCHEMA_VERSION;
+pub use private_file::write_private;
 
 /// Name of the SQLite database file inside the data directory.
 pub const DB_FILE: &str = "sparkbrain.db";

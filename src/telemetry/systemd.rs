@@ -15,6 +15,11 @@ pub fn ready(status: &str) {
     notify(&[(daemon::STATE_READY, "1"), (daemon::STATE_STATUS, status)]);
 }
 
+/// Updates the one-line status `systemctl status` shows.
+pub fn status(status: &str) {
+    notify(&[(daemon::STATE_STATUS, status)]);
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn stopping() {
     notify(&[
