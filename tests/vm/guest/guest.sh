@@ -171,6 +171,12 @@ check "3. sparkbrain volume lock data" sparkbrain volume lock data
 check "3. the service starts with the volume locked" systemctl start sparkbrain
 check "3. and is active" systemctl is-active sparkbrain
 host_step locked
+# The daemon mounted the volume itself, inside its own mount namespace (systemd/README.md).
+pid=$(systemctl show -P MainPID sparkbrain)
+inside=$(nsenter -t "$pid" -m findmnt -n -o SOURCE /var/lib/sparkbrain)
+check "3. the API unlock mounted the volume in the daemon's mount namespace (${inside:-nothing})" \
+    test "$inside" = "$MAPPER"
+record "# on the host /var/lib/sparkbrain is then on: $(findmnt -n -o SOURCE /var/lib/sparkbrain || echo 'the root file system'); host CLI: $(sparkbrain user list 2>&1 | head -n 1)"
 # The plaintext must reach the disk only encrypted: flush, then look at both sides.
 sync
 echo 3 >/proc/sys/vm/drop_caches
@@ -186,13 +192,14 @@ scenario_4() {
 expect_fail "4. volume create on the data disk in use fails and says so" 'in use|mounted|busy|open' \
     with_input other-pass-1 sparkbrain volume create "$DATA_DISK" --name again --yes
 check "4. systemctl stop sparkbrain" systemctl stop sparkbrain
+# --mount: a second volume must not land on the data directory.
 expect_fail "4. volume create on a disk holding ext4 without --force fails and names it" 'ext4' \
-    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --yes
+    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --mount /mnt/scratch --yes
 check "4. volume create --force --yes on that disk" \
-    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --force --yes
+    with_input scratch-pass-1 sparkbrain volume create "$FS_DISK" --name scratch --mount /mnt/scratch --force --yes
 # Put the scratch volume away again so that only the data volume is left.
 sparkbrain volume lock scratch || {
-    umount /dev/mapper/sparkbrain-scratch
+    umount /mnt/scratch
     cryptsetup close sparkbrain-scratch
 }
 check "4. sparkbrain volume lock data" sparkbrain volume lock data
