@@ -173,7 +173,8 @@ check "3. and is active" systemctl is-active sparkbrain
 host_step locked
 # The daemon mounted the volume itself, inside its own mount namespace (systemd/README.md).
 pid=$(systemctl show -P MainPID sparkbrain)
-inside=$(nsenter -t "$pid" -m findmnt -n -o SOURCE /var/lib/sparkbrain)
+# Two lines there: the sandbox's bind mount of the directory, then the volume on top of it.
+inside=$(nsenter -t "$pid" -m findmnt -n -o SOURCE /var/lib/sparkbrain | tail -n 1)
 check "3. the API unlock mounted the volume in the daemon's mount namespace (${inside:-nothing})" \
     test "$inside" = "$MAPPER"
 record "# on the host /var/lib/sparkbrain is then on: $(findmnt -n -o SOURCE /var/lib/sparkbrain || echo 'the root file system'); host CLI: $(sparkbrain user list 2>&1 | head -n 1)"
