@@ -136,14 +136,18 @@ pub fn run(file: &FileChoice, cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Unlock { name, passphrase } => {
-            let key = if passphrase || !volumes.key_file(&name).exists() {
-                match volumes.unlock(&name, None) {
-                    // A TPM2 key may open it without asking.
-                    Ok(status) if !passphrase => return report_unlocked(&status),
-                    _ => Some(read_passphrase("Passphrase: ")?),
-                }
-            } else {
+            let key = if passphrase {
+                Some(read_passphrase("Passphrase: ")?)
+            } else if volumes.key_file(&name).exists() {
                 None
+            } else {
+                // Already open (by the daemon), or a TPM2 key: no passphrase needed.
+                match volumes.unlock(&name, None) {
+                    Ok(status) => return report_unlocked(&status),
+                    // No key file and no TPM2 key; anything else would fail again.
+                    Err(VolumeError::Refused(_)) => Some(read_passphrase("Passphrase: ")?),
+                    Err(e) => return Err(e.into()),
+                }
             };
             let status = volumes.unlock(&name, key.as_ref())?;
             report_unlocked(&status)
@@ -165,7 +169,8 @@ pub fn run(file: &FileChoice, cmd: Command) -> anyhow::Result<()> {
         Command::Status { json } => {
             let all = volumes.status()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                // A reader that stops early (`| head`) is not an error (see main).
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&all)?)?;
             } else if all.is_empty() {
                 println!(
                     "no volumes (create one with `sparkbrain volume create DEVICE --name NAME`)"
