@@ -2,13 +2,17 @@
 # On a machine with NVIDIA GPUs: runs the daemon against the real driver and compares its
 # inventory and samples with nvidia-smi's (same UUIDs, memory within 1%, temperature within
 # 2 °C, power within 5%). Exits non-zero on a mismatch. Needs no ONNX Runtime.
-# Usage: bash scripts/gpu-check.sh   (or `just gpu-check`)
+# Usage: bash scripts/gpu-check.sh   (or `just gpu-check`); GPU_CHECK_BIN=path uses a binary
+# built elsewhere (a GPU host without the crates.io registry).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 command -v nvidia-smi >/dev/null || { echo "nvidia-smi not found: this check needs a GPU host" >&2; exit 1; }
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-bin="$repo/target/release/sparkbrain"
+bin="${GPU_CHECK_BIN:-}"
+if [[ -z "$bin" ]]; then
+    cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+    bin="$repo/target/release/sparkbrain"
+fi
 work="$(mktemp -d)"
 trap '[[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
