@@ -6,7 +6,7 @@
 # with the release's own; the tests need neither version in particular.
 set -euo pipefail
 
-packages=(qemu-system-x86 debootstrap cryptsetup-bin lintian jq e2fsprogs curl python3 xz-utils)
+packages=(qemu-system-x86 swtpm debootstrap cryptsetup-bin lintian jq e2fsprogs curl python3 xz-utils)
 
 sudo=()
 [[ "$(id -u)" == 0 ]] || sudo=(sudo)

@@ -46,10 +46,12 @@ t0=$(date +%s)
 # What the tests need in the guest: systemd as PID 1 with udev and D-Bus (the daemon reads host
 # services over D-Bus), cryptsetup and device-mapper for the LUKS volume, ext4 tools, the
 # runtime libraries the package depends on (libstdc++ for ONNX Runtime, libsystemd), and apt for
-# `apt purge`. curl and python3 are for the guest's own checks.
+# `apt purge`. curl and python3 are for the guest's own checks. The TPM2 software stack lets
+# systemd-cryptenroll and cryptsetup's systemd-tpm2 token use the emulated TPM (swtpm).
 packages=(
     systemd-sysv udev dbus libsystemd0 libstdc++6 libgcc-s1
     cryptsetup cryptsetup-bin dmsetup e2fsprogs util-linux mount kmod
+    libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0 libtss2-tcti-device0
     linux-image-amd64 initramfs-tools zstd
     iproute2 procps curl ca-certificates python3-minimal apt
 )

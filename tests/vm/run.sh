@@ -194,6 +194,14 @@ show_new() {
     fi
 }
 
+# An emulated TPM 2.0 (swtpm), so that binding a volume key to the TPM is tested for real.
+tpm_dir="$(mktemp -d /tmp/sparkbrain-vm-tpm.XXXXXX)"
+swtpm socket --tpm2 --tpmstate "dir=$tpm_dir" --ctrl "type=unixio,path=$tpm_dir/swtpm.sock" \
+    --flags not-need-init --terminate --daemon --log "file=$job/swtpm.log"
+for _ in $(seq 50); do
+    [[ -S "$tpm_dir/swtpm.sock" ]] && break
+    sleep 0.1
+done
 echo "# booting the VM (TCG), daemon port forwarded to 127.0.0.1:$port, job folder $job"
 vm_start=$SECONDS
 deadline=$((SECONDS + vm_timeout))
@@ -208,6 +216,7 @@ nice -n 5 qemu-system-x86_64 \
     -drive "file=$job/fsdisk.img,if=none,id=fs,format=raw" -device virtio-blk-pci,drive=fs,serial=fsdisk \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:8470" -device virtio-net-pci,netdev=n0 \
     -virtfs "local,path=$job,mount_tag=job,security_model=none,id=job" \
+    -chardev "socket,id=tpm,path=$tpm_dir/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=tpm -device tpm-tis,tpmdev=tpm0 \
     -device virtio-rng-pci &
 qemu=$!
 
@@ -241,6 +250,9 @@ if kill -0 "$qemu" 2>/dev/null; then
 fi
 wait "$qemu" 2>/dev/null
 vm_wall=$((SECONDS - vm_start))
+# swtpm ends with QEMU's connection; its state goes with the run.
+pkill -f "swtpm socket --tpm2 --tpmstate dir=$tpm_dir" 2>/dev/null
+rm -rf "$tpm_dir"
 show_new
 
 if ((timed_out)); then

@@ -138,6 +138,22 @@ sparkbrain doctor >/job/doctor.txt 2>&1
 rc=$?
 cat /job/doctor.txt
 check "1. sparkbrain doctor passes (doctor.txt)" test "$rc" = 0
+# Host services through the real systemd over the system bus (D-Bus): a stand-in unit under
+# the fabric manager's sibling's name, active and then failed.
+printf '[Service]\nExecStart=/bin/sleep infinity\n' >/etc/systemd/system/nvidia-persistenced.service
+systemctl daemon-reload
+systemctl start nvidia-persistenced
+sparkbrain doctor >/job/doctor-host-services.txt 2>&1
+check "1. doctor reads an active host service from the real systemd" \
+    grep -qE '^\[ ok \] host services +nvidia-persistenced.service active' /job/doctor-host-services.txt
+systemctl kill --signal=KILL nvidia-persistenced
+sleep 1
+sparkbrain doctor >>/job/doctor-host-services.txt 2>&1
+check "1. and fails when that service has failed" \
+    grep -qE '^\[FAIL\] host services .*nvidia-persistenced' /job/doctor-host-services.txt
+systemctl reset-failed nvidia-persistenced
+rm /etc/systemd/system/nvidia-persistenced.service
+systemctl daemon-reload
 check "1. doctor finds ONNX Runtime in /usr/lib/sparkbrain" grep -qE '^\[ ok \] onnx runtime .*/usr/lib/sparkbrain/' /job/doctor.txt
 check "1. doctor finds and loads the embedding model" \
     bash -c "grep -qE '^\[ ok \] embedding model' /job/doctor.txt && grep -qE '^\[ ok \] model loads' /job/doctor.txt"
@@ -166,6 +182,8 @@ check "3. findmnt: /var/lib/sparkbrain is on $MAPPER" \
 findmnt /var/lib/sparkbrain
 check "3. admin created again in the new, empty store" add_admin
 host_step index-2
+expect_fail "3. volume lock is refused while the daemon uses the volume" 'stop it first' \
+    sparkbrain volume lock data
 check "3. systemctl stop sparkbrain" systemctl stop sparkbrain
 check "3. sparkbrain volume lock data" sparkbrain volume lock data
 check "3. the service starts with the volume locked" systemctl start sparkbrain
@@ -208,11 +226,59 @@ expect_fail "4. volume unlock with a wrong passphrase fails" 'passphrase' \
     with_input wrong-passphrase sparkbrain volume unlock data
 }
 
+# ---- 4b. keys -------------------------------------------------------------------------------------
+# The guest's python3-minimal has no json module: pick the data volume's slots out of the JSON
+# (volumes are listed by name, so "data" comes before "scratch").
+slots() { sparkbrain volume status --json | tr -d ' \n' | grep -o '"key_slots":\[[0-9,]*\]' | head -n 1 | tr -dc '0-9,'; }
+scenario_keys() {
+check "4b. volume key add: a second passphrase" \
+    bash -c "printf '%s\n%s\n' \"\$PASSPHRASE\" second-pass-1 | sparkbrain volume key add data"
+check "4b. the volume has two key slots ($(slots))" test "$(slots)" = "0,1"
+check "4b. volume unlock --passphrase with the second passphrase" \
+    with_input second-pass-1 sparkbrain volume unlock data --passphrase
+check "4b. volume lock data" sparkbrain volume lock data
+check "4b. volume key passwd: the second passphrase changed" \
+    bash -c "printf '%s\n%s\n' second-pass-1 third-pass-1 | sparkbrain volume key passwd data"
+expect_fail "4b. the old second passphrase no longer opens it" 'wrong passphrase' \
+    with_input second-pass-1 sparkbrain volume unlock data --passphrase
+check "4b. volume key remove --slot 1" \
+    with_input "$PASSPHRASE" sparkbrain volume key remove data --slot 1
+check "4b. one key slot is left ($(slots))" test "$(slots)" = "0"
+expect_fail "4b. the last key slot is never wiped" 'last key' \
+    with_input "$PASSPHRASE" sparkbrain volume key remove data --slot 0
+check "4b. volume header-backup" sparkbrain volume header-backup data --to /root/data-header.img
+check "4b. the header backup is a LUKS header" cryptsetup isLuks /root/data-header.img
+check "4b. volume key add --key-file" \
+    with_input "$PASSPHRASE" sparkbrain volume key add data --key-file
+check "4b. the key file is root-only 0400" \
+    test "$(stat -c %U:%a /etc/sparkbrain/keys/data.key)" = root:400
+check "4b. the service starts and unlocks the volume with its key file, unattended" \
+    systemctl start sparkbrain
+check "4b. and becomes ready" wait_ready 600 || journal
+check "4b. systemctl stop sparkbrain" systemctl stop sparkbrain
+check "4b. volume lock data" sparkbrain volume lock data
+# TPM2: the emulated TPM is detected and offered, a key bound to it opens the volume without a
+# passphrase (the key file is moved aside so that only the TPM can).
+check "4b. the VM's TPM2 is there (/dev/tpmrm0)" test -e /dev/tpmrm0
+sparkbrain doctor >/job/doctor-tpm.txt 2>&1
+check "4b. doctor offers TPM2 binding" grep -q -- '--tpm2' /job/doctor-tpm.txt
+check "4b. volume key add --tpm2 (systemd-cryptenroll)" \
+    with_input "$PASSPHRASE" sparkbrain volume key add data --tpm2
+check "4b. status shows the TPM2 key" bash -c 'sparkbrain volume status --json | tr -d " \n" | grep -q "\"tpm2_enrolled\":true"'
+mv /etc/sparkbrain/keys/data.key /root/data.key
+check "4b. volume unlock opens it with the TPM2 key, no passphrase asked" \
+    sparkbrain volume unlock data </dev/null
+check "4b. volume lock data" sparkbrain volume lock data
+mv /root/data.key /etc/sparkbrain/keys/data.key
+}
+
 begin 3 "the data directory on an encrypted volume: create, lock, unlock over the API"
 if sparkbrain volume --help >/dev/null 2>&1; then
     scenario_3
     begin 4 "clear errors"
     scenario_4
+    begin 4b "keys: passphrases, slots, header backup, key file"
+    scenario_keys
 else
     not_ok "3. sparkbrain has a volume command (scenarios 3 and 4 need it)"
     begin 4 "clear errors"
