@@ -33,6 +33,14 @@ use crate::error::Problem;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The router of a daemon that listens but has not opened its store yet: 503 for everything,
+/// with `Retry-After`.
+pub fn starting_router() -> Router {
+    Router::new().fallback(|| async {
+        Problem::unavailable("the daemon is starting; retry in a moment").with_retry_after(1)
+    })
+}
+
 /// Builds the whole router over the app.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()

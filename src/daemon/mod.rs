@@ -294,7 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let routes = RouterSwitch::default();
+    let routes = RouterSwitch::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
         listener,
@@ -532,10 +532,18 @@ async fn shut_down(
 
 /// The router the listener serves: the locked router until the data volume is unlocked, then
 /// the whole API, swapped in place without restarting the listener.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct RouterSwitch(Arc<std::sync::RwLock<axum::Router>>);
 
 impl RouterSwitch {
+    /// Answers 503 `starting` until the locked router or the whole API is set: a request
+    /// that arrives while the store opens is told to retry, never that its route is unknown.
+    fn new() -> RouterSwitch {
+        RouterSwitch(Arc::new(std::sync::RwLock::new(
+            crate::api::starting_router(),
+        )))
+    }
+
     fn set(&self, router: axum::Router) {
         if let Ok(mut current) = self.0.write() {
             *current = router;
@@ -547,7 +555,10 @@ impl RouterSwitch {
         let current = self.0.clone();
         axum::Router::new().fallback_service(tower::service_fn(
             move |req: axum::extract::Request| {
-                let router = current.read().map(|r| r.clone()).unwrap_or_default();
+                let router = current
+                    .read()
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|_| crate::api::starting_router());
                 tower::ServiceExt::oneshot(router, req)
             },
         ))
