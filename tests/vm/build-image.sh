@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian bookworm guest the VM tests boot: a raw ext4 root image, its kernel and a
 # small initramfs, cached outside the repository under
-#   ${SPARKBRAIN_VM_CACHE:-/var/tmp/sparkbrain-vm}/<sha256 of this file>/
+#   ${VM_IMAGE_CACHE:-/var/tmp/sparkbrain-vm}/<sha256 of this file>/
 # and reused while this recipe is unchanged. Prints that folder as the last line of output.
 #
 # Needs root (debootstrap, chroot), debootstrap, e2fsprogs and the Debian archive
@@ -10,7 +10,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache_root="${SPARKBRAIN_VM_CACHE:-/var/tmp/sparkbrain-vm}"
+# Not SPARKBRAIN_*: that prefix configures the daemon, and `sparkbrain config check` in the
+# package build would refuse an unknown key.
+cache_root="${VM_IMAGE_CACHE:-/var/tmp/sparkbrain-vm}"
 mirror="${MIRROR:-http://deb.debian.org/debian}"
 suite=bookworm
 
