@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
+use super::tools::find_tool;
 use super::{Secret, VolumeError};
 
 /// Key derivation settings for new key slots.
@@ -179,14 +180,7 @@ impl Cryptsetup {
         new: &Secret,
         pbkdf: Pbkdf,
     ) -> Result<(), VolumeError> {
-        let new_file = SecretFile::new(new)?;
-        let mut args: Vec<String> = vec!["luksAddKey".into(), "--batch-mode".into()];
-        args.extend(pbkdf.args());
-        args.extend(["--key-file".into(), "-".into()]);
-        args.push(device.display().to_string());
-        args.push(new_file.path());
-        self.run(&args, Some(existing), &[&new_file], device)
-            .map(drop)
+        self.set_key("luksAddKey", device, existing, new, pbkdf)
     }
 
     /// Replaces the key `old` opens with `new`, in the same slot.
@@ -197,13 +191,26 @@ impl Cryptsetup {
         new: &Secret,
         pbkdf: Pbkdf,
     ) -> Result<(), VolumeError> {
+        self.set_key("luksChangeKey", device, old, new, pbkdf)
+    }
+
+    /// `luksAddKey` / `luksChangeKey`: the authorising key on stdin, the new one in memory.
+    fn set_key(
+        &self,
+        verb: &str,
+        device: &Path,
+        authorising: &Secret,
+        new: &Secret,
+        pbkdf: Pbkdf,
+    ) -> Result<(), VolumeError> {
         let new_file = SecretFile::new(new)?;
-        let mut args: Vec<String> = vec!["luksChangeKey".into(), "--batch-mode".into()];
+        let mut args: Vec<String> = vec![verb.into(), "--batch-mode".into()];
         args.extend(pbkdf.args());
         args.extend(["--key-file".into(), "-".into()]);
         args.push(device.display().to_string());
         args.push(new_file.path());
-        self.run(&args, Some(old), &[&new_file], device).map(drop)
+        self.run(&args, Some(authorising), &[&new_file], device)
+            .map(drop)
     }
 
     /// Wipes key slot `slot`, authorised by a key that opens another slot.
@@ -338,16 +345,4 @@ impl SecretFile {
     fn path(&self) -> String {
         format!("/dev/fd/{}", self.fd.as_raw_fd())
     }
-}
-
-/// Finds a system tool on the sbin and bin paths; names the Debian package when it is missing.
-pub fn find_tool(name: &str, package: &str) -> Result<PathBuf, VolumeError> {
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| VolumeError::MissingTool {
-            tool: name.to_string(),
-            package: package.to_string(),
-        })
 }

@@ -10,6 +10,7 @@ mod cryptsetup;
 mod mount;
 mod probe;
 mod registry;
+mod tools;
 
 use std::path::{Path, PathBuf};
 
@@ -512,28 +513,19 @@ impl Volumes {
                 "this box has no TPM2 (/sys/class/tpm/tpm0, /dev/tpmrm0); use a passphrase or a key file".into(),
             ));
         }
-        let tool = cryptsetup::find_tool("systemd-cryptenroll", "systemd")?;
         let cs = Cryptsetup::find()?;
         let device = self.device_of(&cs, name, &self.record(name)?)?;
         // systemd 252 reads the existing passphrase from $PASSWORD (no stdin option).
-        let out = std::process::Command::new(tool)
-            .arg("--tpm2-device=auto")
-            .arg(&device)
-            .env(
-                "PASSWORD",
-                String::from_utf8_lossy(existing.bytes()).as_ref(),
-            )
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| VolumeError::Failed(format!("cannot run systemd-cryptenroll: {e}")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(VolumeError::Failed(format!(
-                "systemd-cryptenroll failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+        let passphrase = String::from_utf8_lossy(existing.bytes());
+        tools::run_tool(
+            "systemd-cryptenroll",
+            "systemd",
+            &[
+                std::ffi::OsStr::new("--tpm2-device=auto"),
+                device.as_os_str(),
+            ],
+            &[("PASSWORD", passphrase.as_ref())],
+        )
     }
 
     /// Checks whether the data directory may be opened: with a data volume configured, only
@@ -555,20 +547,10 @@ impl Volumes {
 /// Removes filesystem, partition-table and LUKS signatures before formatting (`--force`), so
 /// that no stale backup GPT or superblock survives past the new header.
 fn wipe_signatures(device: &Path) -> Result<(), VolumeError> {
-    let wipefs = cryptsetup::find_tool("wipefs", "util-linux")?;
-    let out = std::process::Command::new(wipefs)
-        .arg("--all")
-        .arg(device)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| VolumeError::Failed(format!("cannot run wipefs: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(VolumeError::Failed(format!(
-            "wipefs on {} failed: {}",
-            device.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    tools::run_tool(
+        "wipefs",
+        "util-linux",
+        &[std::ffi::OsStr::new("--all"), device.as_os_str()],
+        &[],
+    )
 }

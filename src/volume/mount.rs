@@ -1,32 +1,24 @@
 //! Mounting a volume's mapping at its mount point, and proving a path lies on that mapping.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use nix::mount::{MntFlags, MsFlags};
 
 use super::VolumeError;
-use super::cryptsetup::find_tool;
+use super::tools::run_tool;
 
 /// Makes an ext4 filesystem on the (opened) mapping.
 pub fn make_filesystem(mapper: &Path, label: &str) -> Result<(), VolumeError> {
-    let mkfs = find_tool("mkfs.ext4", "e2fsprogs")?;
-    let out = Command::new(mkfs)
-        .args(["-q", "-F", "-L", label])
-        .arg(mapper)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| VolumeError::Failed(format!("cannot run mkfs.ext4: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(VolumeError::Failed(format!(
-            "mkfs.ext4 on {} failed: {}",
-            mapper.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    let mut args = vec![
+        OsStr::new("-q"),
+        OsStr::new("-F"),
+        OsStr::new("-L"),
+        OsStr::new(label),
+    ];
+    args.push(mapper.as_os_str());
+    run_tool("mkfs.ext4", "e2fsprogs", &args, &[])
 }
 
 /// Mounts the mapping at `target` (created if missing), without device files, set-uid

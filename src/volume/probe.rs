@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::VolumeError;
-use super::cryptsetup::find_tool;
+use super::tools::find_tool;
 
 /// Signatures `blkid` finds on `device`: filesystems, partition tables, LUKS headers, swap,
 /// RAID members, each described for a person (e.g. "an ext4 filesystem").
