@@ -12,19 +12,7 @@ set -euo pipefail
 PROMETHEUS_CLIENT_VERSION=0.26.0
 packages=(pkg-config libsystemd-dev openssl ca-certificates curl qpdf poppler-utils dbus-daemon cryptsetup-bin e2fsprogs systemd)
 
-sudo=()
-[[ "$(id -u)" == 0 ]] || sudo=(sudo)
-
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install-missing.sh" "${packages[@]}"
 
 # The tests parse /metrics with prometheus_client and check model outputs against onnxruntime
 # (and the fixtures in tests/fixtures/requirements.txt) run from Python.

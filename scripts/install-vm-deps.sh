@@ -8,16 +8,4 @@ set -euo pipefail
 
 packages=(qemu-system-x86 swtpm debootstrap cryptsetup-bin lintian jq e2fsprogs curl python3 xz-utils)
 
-sudo=()
-[[ "$(id -u)" == 0 ]] || sudo=(sudo)
-
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install-missing.sh" "${packages[@]}"
