@@ -8,6 +8,10 @@
 //! that arrive while every instance is busy join one batch instead of queueing as many small
 //! ones. Each worker owns its instance; requests never contend for sessions.
 //!
+//! A request of [`Priority::High`] (a person waiting on a single query) goes ahead of every
+//! normal request in the queue and is not held for the batching window: it runs as soon as an
+//! instance is free, with whatever compatible requests are already queued.
+//!
 //! The queue policy is Triton's: `max_queue_size` refuses at once when the queue is full, and
 //! `default_timeout_microseconds` bounds the wait, after which a request is either refused
 //! (`REJECT`) or put behind every request still in time (`DELAY`).
@@ -63,6 +67,15 @@ pub trait BatchRule<J>: Send + Sync {
     }
 }
 
+/// Where a request goes in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// In arrival order, batched within the window.
+    Normal,
+    /// Ahead of normal requests, and never held for the batching window.
+    High,
+}
+
 /// A request's answer and its time in the queue.
 pub type Reply<R> = Result<(R, Duration), ServingError>;
 
@@ -73,6 +86,7 @@ struct Job<J, R> {
     id: u64,
     payload: J,
     rows: usize,
+    priority: Priority,
     enqueued: Instant,
     /// When the request's wait runs out, if it has a timeout.
     expires: Option<Instant>,
@@ -195,7 +209,12 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
     /// Queues `payload` and waits for its answer without holding a thread. `timeout` is the
     /// request's own limit on its wait in the queue, honoured when the policy allows overrides.
     /// A request whose caller gives up (the future is dropped) is not run if still queued.
-    pub async fn submit(&self, payload: J, timeout: Option<Duration>) -> Reply<R> {
+    pub async fn submit(
+        &self,
+        payload: J,
+        timeout: Option<Duration>,
+        priority: Priority,
+    ) -> Reply<R> {
         let shared = &self.shared;
         let policy = &shared.policy;
         let timeout = timeout
@@ -217,14 +236,27 @@ impl<J: Send + 'static, R: Send + 'static> Scheduler<J, R> {
             queue.next_id += 1;
             let id = queue.next_id;
             let now = Instant::now();
-            queue.waiting.push_back(Job {
+            let job = Job {
                 id,
                 payload,
                 rows,
+                priority,
                 enqueued: now,
                 expires: timeout.map(|t| now + t),
                 reply,
-            });
+            };
+            match priority {
+                Priority::Normal => queue.waiting.push_back(job),
+                Priority::High => {
+                    // Behind earlier high-priority requests, ahead of every normal one.
+                    let at = queue
+                        .waiting
+                        .iter()
+                        .position(|j| j.priority == Priority::Normal)
+                        .unwrap_or(queue.waiting.len());
+                    queue.waiting.insert(at, job);
+                }
+            }
             id
         };
         shared.arrived.notify_one();
@@ -349,7 +381,8 @@ fn next_batch<J, R>(shared: &Shared<J, R>) -> Option<Vec<Job<J, R>>> {
             .sum();
         let deadline = seed.enqueued + batching.max_delay;
         let full = ready >= batching.max_batch || batching.preferred.contains(&ready);
-        if !full && now < deadline && !closing {
+        let waits = seed.priority == Priority::Normal;
+        if waits && !full && now < deadline && !closing {
             queue = shared
                 .arrived
                 .wait_timeout(queue, deadline - now)
@@ -410,7 +443,7 @@ mod tests {
     impl TestScheduler {
         /// Submits from a plain thread, as the tests' clients are.
         fn submit_now(&self, job: (u32, usize), timeout: Option<Duration>) -> Reply<u32> {
-            block_on(self.submit(job, timeout))
+            block_on(self.submit(job, timeout, Priority::Normal))
         }
     }
 
@@ -507,6 +540,29 @@ mod tests {
         assert_eq!(*sizes.lock().unwrap(), vec![8, 6]);
     }
 
+    /// Occupies the instance with an 8-row request, queues `jobs` (value, priority) behind it
+    /// 2 ms apart, and returns the values in the order their answers came back.
+    fn queue_behind_a_busy_instance(
+        scheduler: &Arc<TestScheduler>,
+        jobs: &[(u32, Priority)],
+    ) -> Vec<u32> {
+        let done = Arc::new(Mutex::new(Vec::new()));
+        std::thread::scope(|scope| {
+            let s = scheduler.clone();
+            scope.spawn(move || s.submit_now((0, 8), None).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            for &(v, priority) in jobs {
+                let (s, done) = (scheduler.clone(), done.clone());
+                scope.spawn(move || {
+                    block_on(s.submit((v, 1), None, priority)).unwrap();
+                    done.lock().unwrap().push(v);
+                });
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        done.lock().unwrap().clone()
+    }
+
     #[test]
     fn the_rule_chooses_among_the_window_and_the_rest_keep_their_place() {
         let (scheduler, sizes) = start_with(
@@ -514,24 +570,35 @@ mod tests {
             Duration::from_millis(60),
             Arc::new(EvenOnly),
         );
-        let done = Arc::new(Mutex::new(Vec::new()));
-        std::thread::scope(|scope| {
-            // Occupies the instance while 1, 2, 3, 4 queue up.
-            let s = scheduler.clone();
-            scope.spawn(move || s.submit_now((0, 8), None).unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-            for v in 1..=4 {
-                let (s, done) = (scheduler.clone(), done.clone());
-                scope.spawn(move || {
-                    s.submit_now((v, 1), None).unwrap();
-                    done.lock().unwrap().push(v);
-                });
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
+        let jobs: Vec<_> = (1..=4).map(|v| (v, Priority::Normal)).collect();
+        let done = queue_behind_a_busy_instance(&scheduler, &jobs);
         // 1 (oldest) runs with the even 2 and 4; 3 keeps its place and runs next.
         assert_eq!(*sizes.lock().unwrap(), vec![8, 3, 1]);
-        assert_eq!(done.lock().unwrap().last(), Some(&3));
+        assert_eq!(done.last(), Some(&3));
+    }
+
+    #[test]
+    fn a_high_priority_request_goes_first_and_does_not_wait_for_the_window() {
+        let (scheduler, sizes) = start_with(
+            policy(true, 100),
+            Duration::from_millis(60),
+            Arc::new(EvenOnly),
+        );
+        // Alone, a high-priority request is not held for the 200 ms window.
+        let started = Instant::now();
+        let answer = block_on(scheduler.submit((7, 1), None, Priority::High));
+        assert_eq!(answer.unwrap().0, 14);
+        assert!(started.elapsed() < Duration::from_millis(150));
+        // Behind a busy instance, 3 seeds the next batch and takes the even 2 along; 1,
+        // queued first, runs last.
+        let jobs = [
+            (1, Priority::Normal),
+            (2, Priority::Normal),
+            (3, Priority::High),
+        ];
+        let done = queue_behind_a_busy_instance(&scheduler, &jobs);
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 8, 2, 1]);
+        assert_eq!(done.last(), Some(&1));
     }
 
     #[test]
@@ -555,8 +622,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             // Queued behind the busy instance, then abandoned (a client that disconnected).
             let abandoned = block_on(async {
-                tokio::time::timeout(Duration::from_millis(10), scheduler.submit((1, 2), None))
-                    .await
+                tokio::time::timeout(
+                    Duration::from_millis(10),
+                    scheduler.submit((1, 2), None, Priority::Normal),
+                )
+                .await
             });
             assert!(
                 abandoned.is_err(),

@@ -15,7 +15,7 @@ use super::model_config::ModelConfig;
 use super::placement::Device;
 use super::repository::ModelTensor;
 use super::runtime::Provider;
-use super::scheduler::{BatchRule, Replies, SchedulePolicy, Scheduler};
+use super::scheduler::{BatchRule, Priority, Replies, SchedulePolicy, Scheduler};
 use super::tensor::{NamedTensor, TensorData, protocol_name};
 use super::text::{Encoded, Task, TextTask, pool};
 use crate::telemetry::metrics::ServingMetrics;
@@ -129,6 +129,16 @@ pub enum TextOutput {
     Vector(Vec<f32>),
     /// A classification.
     Class(Classified),
+}
+
+impl TextOutput {
+    /// The embedding, when this is one.
+    fn vector(self) -> Option<Vec<f32>> {
+        match self {
+            TextOutput::Vector(v) => Some(v),
+            TextOutput::Class(_) => None,
+        }
+    }
 }
 
 /// Turns `[rows, classes]` scores into labelled results.
@@ -255,11 +265,21 @@ impl ServedModel {
         if !matches!(self.text_task()?.task, Task::Embedding { .. }) {
             return Err(self.wrong_task("classifies text; it does not embed it"));
         }
-        self.answer(texts, max_length, |out| match out {
-            TextOutput::Vector(v) => Some(v),
-            TextOutput::Class(_) => None,
-        })
-        .await
+        self.answer(texts, max_length, Priority::Normal, TextOutput::vector)
+            .await
+    }
+
+    /// Embeds one query a person is waiting on: ahead of queued work (an ingestion's batches)
+    /// and not held for the batching window.
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>, ServingError> {
+        if !matches!(self.text_task()?.task, Task::Embedding { .. }) {
+            return Err(self.wrong_task("classifies text; it does not embed it"));
+        }
+        let texts = [text.to_string()];
+        let (mut vectors, _) = self
+            .answer(&texts, None, Priority::High, TextOutput::vector)
+            .await?;
+        vectors.pop().ok_or_else(mixed_answer)
     }
 
     /// Classifies texts; returns one result per text (in request order) and the tokens used.
@@ -271,7 +291,7 @@ impl ServedModel {
         if !matches!(self.text_task()?.task, Task::Classification { .. }) {
             return Err(self.wrong_task("embeds text; it does not classify it"));
         }
-        self.answer(texts, max_length, |out| match out {
+        self.answer(texts, max_length, Priority::Normal, |out| match out {
             TextOutput::Class(c) => Some(c),
             TextOutput::Vector(_) => None,
         })
@@ -288,9 +308,10 @@ impl ServedModel {
         &self,
         texts: &[String],
         max_length: Option<usize>,
+        priority: Priority,
         pick: fn(TextOutput) -> Option<T>,
     ) -> Result<(Vec<T>, usize), ServingError> {
-        let answers = self.run_texts(texts, max_length).await?;
+        let answers = self.run_texts(texts, max_length, priority).await?;
         let tokens = answers.iter().map(|(_, n)| n).sum();
         Ok((
             answers
@@ -308,6 +329,7 @@ impl ServedModel {
         &self,
         texts: &[String],
         max_length: Option<usize>,
+        priority: Priority,
     ) -> Result<Vec<(TextOutput, usize)>, ServingError> {
         let bytes: usize = texts.iter().map(String::len).sum();
         let encoded = if bytes <= INLINE_TOKENIZE_BYTES {
@@ -324,7 +346,10 @@ impl ServedModel {
         }
         .map_err(ServingError::Invalid)?;
         let rows = encoded.len() as u64;
-        match self.submit(Work::Texts(encoded), rows, None).await? {
+        match self
+            .submit(Work::Texts(encoded), rows, None, priority)
+            .await?
+        {
             Answer::Texts(answers) => Ok(answers),
             Answer::Tensors(_) => Err(mixed_answer()),
         }
@@ -381,6 +406,7 @@ impl ServedModel {
                 Work::Tensors(TensorRequest { inputs, outputs }),
                 rows,
                 timeout,
+                Priority::Normal,
             )
             .await?;
         let Answer::Tensors(outputs) = answer else {
@@ -399,6 +425,7 @@ impl ServedModel {
         work: Work,
         rows: u64,
         timeout: Option<Duration>,
+        priority: Priority,
     ) -> Result<Answer, ServingError> {
         if let Some(why) = self.runner.retired.get() {
             return Err(ServingError::Unavailable(why.clone()));
@@ -408,7 +435,7 @@ impl ServedModel {
         let started = Instant::now();
         let result = {
             let _pending = Pending::new(m.pending.with_label_values(&labels));
-            self.scheduler.submit(work, timeout).await
+            self.scheduler.submit(work, timeout, priority).await
         };
         m.request_us
             .with_label_values(&labels)

@@ -288,11 +288,11 @@ impl KnowledgeBase {
         for t in targets {
             if !by_model.contains_key(t.model.as_str()) {
                 let served = self.embedding_model(&t.model)?;
-                let (mut vectors, _) = served
-                    .embed(&[query.to_string()], None)
+                let vector = served
+                    .embed_query(query)
                     .await
                     .map_err(|e| KbError::Unavailable(format!("cannot embed the query: {e}")))?;
-                by_model.insert(&t.model, vectors.pop().unwrap_or_default());
+                by_model.insert(&t.model, vector);
             }
         }
         let jobs: Vec<(i64, Arc<CollectionIndex>, Vec<f32>)> = targets
