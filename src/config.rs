@@ -188,6 +188,8 @@ pub struct ModelsConfig {
     pub embedding_model: PathBuf,
     /// The embedding model's `tokenizer.json`.
     pub embedding_tokenizer: PathBuf,
+    /// Sessions serving the built-in model, sharing `runtime.intra_op_threads` evenly.
+    pub embedding_instances: usize,
 }
 
 /// `[serving]`.
@@ -790,7 +792,7 @@ impl Config {
         self.validate_answers()?;
         self.validate_gpu()?;
         self.validate_volume()?;
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
             (
                 "auth.access_token_ttl_seconds",
                 self.auth.access_token_ttl_seconds,
@@ -803,6 +805,10 @@ impl Config {
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("serving.max_request_bytes", self.serving.max_request_bytes),
             ("serving.cache_ttl_seconds", self.serving.cache_ttl_seconds),
+            (
+                "models.embedding_instances",
+                self.models.embedding_instances as u64,
+            ),
             ("kb.max_document_bytes", self.kb.max_document_bytes),
             ("kb.ingest_workers", self.kb.ingest_workers as u64),
             (

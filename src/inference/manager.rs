@@ -511,8 +511,8 @@ impl ModelManager {
         }
     }
 
-    /// Serves the built-in embedding model (`[models]`) as version 1 of `name`, on one CPU
-    /// instance with `memory_mode` (the idle daemon's footprint), batching like a repository
+    /// Serves the built-in embedding model (`[models]`) as version 1 of `name`, on
+    /// `embedding_instances` CPU instances with `memory_mode` (the idle daemon's footprint), batching like a repository
     /// text model. A repository model of the same name, loaded first, keeps its place.
     pub fn load_builtin(
         &self,
@@ -522,22 +522,41 @@ impl ModelManager {
     ) -> Result<(), ServingError> {
         let unavailable = |e: RuntimeError| ServingError::Unavailable(e.to_string());
         check_model_files(models).map_err(unavailable)?;
-        let opened = self
-            .runtime
-            .open(&SessionSpec {
-                path: &models.embedding_model,
-                threads: self.threads,
-                memory_mode,
-                chain: &[Provider::Cpu],
-                gpu: None,
-                tensorrt: TensorRtOptions::default(),
-            })
-            .map_err(unavailable)?;
-        let inputs: Vec<ModelTensor> = opened.session.inputs().iter().map(model_tensor).collect();
-        let outputs: Vec<ModelTensor> = opened.session.outputs().iter().map(model_tensor).collect();
+        let count = models.embedding_instances.max(1);
+        let cores = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut sessions = Vec::with_capacity(count);
+        let mut provider = Provider::Cpu;
+        for _ in 0..count {
+            let opened = self
+                .runtime
+                .open(&SessionSpec {
+                    path: &models.embedding_model,
+                    threads: (cores / count).max(1),
+                    memory_mode,
+                    chain: &[Provider::Cpu],
+                    gpu: None,
+                    tensorrt: TensorRtOptions::default(),
+                })
+                .map_err(unavailable)?;
+            provider = opened.provider;
+            sessions.push(opened.session);
+        }
+        let Some(first) = sessions.first() else {
+            return Err(ServingError::Invalid("no session was opened".into()));
+        };
+        let inputs: Vec<ModelTensor> = first.inputs().iter().map(model_tensor).collect();
+        let outputs: Vec<ModelTensor> = first.outputs().iter().map(model_tensor).collect();
         let written = ModelConfig {
             name: name.to_string(),
             max_batch_size: BUILTIN_MAX_BATCH,
+            instance_group: vec![InstanceGroup {
+                kind: super::model_config::InstanceKind::Cpu,
+                count: i32::try_from(count).unwrap_or(i32::MAX),
+                ..InstanceGroup::default()
+            }],
             dynamic_batching: Some(DynamicBatching {
                 max_queue_delay_microseconds: BUILTIN_QUEUE_DELAY_US,
                 ..DynamicBatching::default()
@@ -567,11 +586,11 @@ impl ModelManager {
             version: 1,
             policy: schedule_policy(&config),
             config,
-            provider: opened.provider,
+            provider,
             inputs,
             outputs,
-            sessions: vec![opened.session],
-            devices: vec![Device::Cpu],
+            devices: vec![Device::Cpu; sessions.len()],
+            sessions,
             text,
             cache: None,
             metrics: self.metrics.clone(),

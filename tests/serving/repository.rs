@@ -391,3 +391,62 @@ fn the_built_in_embedding_model_is_served_like_a_repository_model() {
         assert!(cosine > 0.9999, "cosine {cosine}");
     }
 }
+
+#[test]
+fn the_built_in_model_runs_on_as_many_sessions_as_configured() {
+    let setup = Setup::new();
+    setup.write_config(None);
+    setup.add_user("admin", "admin", ADMIN_PASSWORD);
+    let daemon = setup.start_with(|cmd| {
+        cmd.env("SPARKBRAIN_MODELS__EMBEDDING_INSTANCES", "2");
+    });
+    daemon.wait_ready();
+    let token = daemon.token("admin", ADMIN_PASSWORD);
+    let client = daemon.client();
+    let builtin = "all-MiniLM-L6-v2";
+
+    let config: Value = client
+        .get(daemon.url(&format!("/v2/models/{builtin}/config")))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(config["instance_group"][0]["count"], 2, "{config}");
+    assert_eq!(config["instance_group"][0]["kind"], "KIND_CPU", "{config}");
+    // One worker thread per session, each running its own copy of the model.
+    let pid = daemon.child.id();
+    let workers: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("model-"))
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+
+    // Requests spread over both sessions answer exactly what one request alone gets.
+    let embed = |text: &str| -> Vec<f64> {
+        let body: Value = daemon
+            .client()
+            .post(daemon.url("/v1/embeddings"))
+            .bearer_auth(&token)
+            .json(&json!({ "model": builtin, "input": text }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap()
+    };
+    let texts: Vec<String> = (0..16)
+        .map(|i| format!("Pressure distribution on a wing, case {i}."))
+        .collect();
+    let alone: Vec<Vec<f64>> = texts.iter().map(|t| embed(t)).collect();
+    let together: Vec<Vec<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = texts.iter().map(|t| scope.spawn(|| embed(t))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (a, b) in alone.iter().zip(&together) {
+        let cosine: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        assert!(cosine > 0.9999, "cosine {cosine}");
+    }
+}
