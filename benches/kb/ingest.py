@@ -2,7 +2,7 @@
 document is indexed. Prints JSON: documents, chunks, seconds, chunks_per_s.
 
 usage: ingest.py BASE_URL API_KEY COLLECTION CORPUS_FILE"""
-import json, re, sys, time
+import json, re, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -17,11 +17,17 @@ r = session.post(f"{base}/api/v1/collections", json={"name": coll}, headers=H)
 assert r.status_code == 201, r.text
 
 
+# One keep-alive connection per client thread, as a real uploader keeps.
+local = threading.local()
+
+
 def upload(item):
     docno, body = item
     files = {"file": (f"{docno}.txt", " ".join(body.split()).encode(), "text/plain")}
+    if not hasattr(local, "session"):
+        local.session = requests.Session()
     for _ in range(5):
-        r = requests.post(f"{base}/api/v1/collections/{coll}/documents", files=files, headers=H)
+        r = local.session.post(f"{base}/api/v1/collections/{coll}/documents", files=files, headers=H)
         if r.status_code in (200, 202):
             return r.json()["id"]
         time.sleep(0.5)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Baselines for `just bench-serving`, on the same model, tokenizer settings and threads.
 
-  inproc SENTENCES.json        sentences/s of onnxruntime in process, best mode: length-sorted
-                               batches of 32, tokenisation included (prints JSON)
+  inproc SENTENCES.json [N]    sentences/s of onnxruntime in process, best mode: length-sorted
+                               batches of 32, tokenisation included, N sessions side by side
+                               sharing the threads (default 1) (prints JSON)
   rawrun [MODEL]               p50/p99 of session.run for one 16-token input, on MiniLM or on
                                MODEL (a model taking input_ids alone) (prints JSON)
   fastapi PORT                 serve POST /embed {"text": …} with FastAPI + uvicorn, one worker,
@@ -12,6 +13,7 @@
 import json
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,16 +34,34 @@ def embed_batch(session, tokenizer, texts):
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-def inproc(path):
+def inproc(path, sessions="1"):
     texts = json.loads(Path(path).read_text())
-    session, tokenizer = make_session(threads=THREADS), load_tokenizer()
+    count = int(sessions)
+    tokenizer = load_tokenizer()
+    runners = [make_session(threads=max(1, THREADS // count)) for _ in range(count)]
     order = sorted(range(len(texts)), key=lambda i: len(tokenizer.encode(texts[i]).ids))
-    embed_batch(session, tokenizer, texts[:32])  # warm-up
+    batches = [[texts[j] for j in order[i:i + 32]] for i in range(0, len(order), 32)]
+    for session in runners:
+        embed_batch(session, tokenizer, texts[:32])  # warm-up
+    claim, taken = threading.Lock(), iter(range(len(batches)))
+
+    def drain(session):
+        # onnxruntime releases the GIL while it runs, so the sessions run side by side.
+        while True:
+            with claim:
+                i = next(taken, None)
+            if i is None:
+                return
+            embed_batch(session, tokenizer, batches[i])
+
     start = time.perf_counter()
-    for i in range(0, len(order), 32):
-        embed_batch(session, tokenizer, [texts[j] for j in order[i:i + 32]])
+    workers = [threading.Thread(target=drain, args=(s,)) for s in runners]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     elapsed = time.perf_counter() - start
-    print(json.dumps({"sentences_per_s": len(texts) / elapsed}))
+    print(json.dumps({"sentences_per_s": len(texts) / elapsed, "sessions": count}))
 
 
 def rawrun(model=None):
