@@ -212,15 +212,14 @@ export function uploadFile(collection, file, onProgress) {
  */
 export async function openFetched(path, page) {
   const tab = window.open("", "_blank");
+  if (!tab) throw new ApiError(0, "Blocked", "the browser blocked the new tab: allow pop-ups for this console");
   try {
     const blob = await (await send("GET", path)).blob();
     const url = URL.createObjectURL(blob);
-    const at = page && blob.type === "application/pdf" ? `#page=${page}` : "";
-    if (tab) tab.location.href = url + at;
-    else window.location.assign(url + at);
+    tab.location.href = url + (page && blob.type === "application/pdf" ? `#page=${page}` : "");
     setTimeout(() => URL.revokeObjectURL(url), 5 * 60 * 1000);
   } catch (e) {
-    if (tab) tab.close();
+    tab.close();
     throw e;
   }
 }
