@@ -1,9 +1,9 @@
 // Formatting of sizes, durations, times and numbers for display.
 
-/** 1536 → "1.5 KB". */
+/** 1536 → "1.5 KiB". */
 export function bytes(n) {
   if (n == null) return "–";
-  const units = ["B", "KB", "MB", "GB", "TB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   let v = Number(n);
   while (v >= 1024 && i < units.length - 1) {
