@@ -83,6 +83,7 @@ pub async fn status(State(app): State<Arc<App>>, _caller: Caller) -> Response {
         "tls": app.tls_fingerprint.as_ref().map(|f| json!({ "version": "TLS 1.3", "sha256_fingerprint": f })),
         "ready": readiness.ready,
         "checks": readiness.checks,
+        "disk": crate::store::disk_space(&app.config.data_dir).ok(),
     }))
     .into_response()
 }

@@ -243,13 +243,9 @@ fn data_dir(dir: &Path) -> Item {
 }
 
 fn disk(dir: &Path) -> Item {
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    match nix::sys::statvfs::statvfs(existing) {
-        Ok(s) => {
-            let free = s.blocks_available() * s.fragment_size();
+    match crate::store::disk_space(dir) {
+        Ok(space) => {
+            let free = space.available_bytes;
             let gib = free as f64 / (1u64 << 30) as f64;
             let level = if free < FAIL_FREE_BYTES {
                 Level::Fail
@@ -261,14 +257,10 @@ fn disk(dir: &Path) -> Item {
             item(
                 "free disk",
                 level,
-                format!("{gib:.1} GiB free at {}", existing.display()),
+                format!("{gib:.1} GiB free at {}", space.path.display()),
             )
         }
-        Err(e) => item(
-            "free disk",
-            Level::Warn,
-            format!("cannot measure free space at {}: {e}", existing.display()),
-        ),
+        Err(e) => item("free disk", Level::Warn, e),
     }
 }
 

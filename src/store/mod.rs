@@ -2,6 +2,7 @@
 //! directory lock.
 
 mod blob;
+mod disk;
 mod lock;
 mod migrations;
 
@@ -13,6 +14,7 @@ use rusqlite::Connection;
 
 mod private_file;
 pub use blob::{BlobId, BlobStore, BlobWriter};
+pub use disk::{DiskSpace, disk_space};
 pub use lock::{DataDirLock, Holder, LockError, holder as lock_holder};
 pub use migrations::SCHEMA_VERSION;
 pub use private_file::write_private;
