@@ -4,6 +4,8 @@
 use prost::Message;
 
 fn main() {
+    // The console's built files are embedded: a new or changed file must rebuild the daemon.
+    println!("cargo:rerun-if-changed=assets/console");
     let dir = "src/inference/model_config";
     let proto = format!("{dir}/model_config.proto");
     println!("cargo:rerun-if-changed={proto}");

@@ -232,6 +232,10 @@ fn a_locked_data_volume_serves_only_health_and_unlock_and_writes_nothing() {
         "{body}"
     );
     assert_eq!(daemon.get("/healthz").status(), 200);
+    // The console loads, so that it can show the unlock form.
+    let page = daemon.get("/");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().expect("page").contains("/console/"));
     for path in ["/api/v1/collections", "/api/v1/auth/me", "/v1/models"] {
         let r = daemon.get(path);
         assert_eq!(r.status(), 503, "{path}");

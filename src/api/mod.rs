@@ -2,6 +2,8 @@
 //! thin: parse, call one capability, map its error.
 
 mod answers;
+mod console;
+mod console_session;
 mod errors;
 mod extract;
 mod gpus;
@@ -48,6 +50,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/refresh", post(session::refresh))
         .route("/auth/logout", post(session::logout))
         .route("/auth/me", get(session::me))
+        .route(
+            "/auth/session",
+            post(console_session::sign_in).delete(console_session::sign_out),
+        )
+        .route("/auth/session/refresh", post(console_session::refresh))
         .route("/status", get(health::status))
         .route("/gpus", get(gpus::list))
         .route("/gpus/{uuid}/history", get(gpus::history))
@@ -114,6 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
             usize::try_from(app.config.serving.max_request_bytes).unwrap_or(usize::MAX),
         ))
         .merge(openai::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -93,6 +93,7 @@ pub fn locked_router(state: Arc<LockedState>) -> Router {
         .route("/metrics", get(locked_metrics))
         .route("/api/v1/volumes", get(locked_list))
         .route("/api/v1/volumes/{name}/unlock", post(locked_unlock))
+        .merge(super::console::routes())
         .fallback(locked_refusal)
         .with_state(state)
 }

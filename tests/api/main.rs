@@ -9,5 +9,6 @@ mod common;
 mod auth;
 mod bad_input;
 mod cli;
+mod console;
 mod users;
 mod util;
