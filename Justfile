@@ -33,10 +33,15 @@ run: deps fetch build
 test: deps fetch
     if command -v cargo-nextest >/dev/null 2>&1; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
 
-# Formatting check and clippy with warnings as errors
+# Formatting check, clippy with warnings as errors, and the built console matching ui/
 lint: deps
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
+    bash scripts/console-check.sh
+
+# Build the web console from ui/ into assets/console/ (commit both; cargo embeds assets/console/)
+console: deps
+    bash scripts/console-build.sh
 
 # Idle resource benchmark
 bench-idle:
@@ -58,6 +63,10 @@ bench-extract: deps
 bench-kb: fetch
     bash benches/kb.sh
 
+# Web console: first-load bytes and time to interactive in headless Chromium, against 300 KB and 500 ms
+bench-console: deps fetch
+    bash benches/console.sh
+
 # Text generation: tokens/s of the built-in ONNX generator on stories260K beside the Python reference loop, and /api/v1/ask time to first token
 bench-generate: fetch
     bash benches/generate.sh
@@ -74,8 +83,8 @@ lint-deb: deps fetch vm-deps
 vm-deps:
     bash scripts/install-vm-deps.sh
 
-# Install, API, encrypted volume, errors and purge of the .deb in a Debian VM (root; QEMU TCG)
-test-vm *DEB: vm-deps
+# Install, API, encrypted volume (unlocked through the console in Chromium), errors and purge of the .deb in a Debian VM (root; QEMU TCG)
+test-vm *DEB: deps vm-deps
     bash tests/vm/run.sh {{ DEB }}
 
 # Write the man page to target/sparkbrain.1
