@@ -139,6 +139,7 @@ test("the admin pages render: models, system, users, audit, keys", async () => {
     await page.getByTestId(marker).waitFor();
     if (route === "system") {
       assert.ok(await page.getByTestId("cpu-only").isVisible(), "no GPU here: the CPU-only notice shows");
+      assert.match(await page.getByTestId("disk-free").innerText(), /\d.* of \d/);
     }
     await shot(page, `07-${route}`);
   }

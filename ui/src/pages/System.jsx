@@ -1,4 +1,5 @@
-// The System page (admins): daemon version, uptime and readiness; the ingestion queue; GPUs
+// The System page (admins): daemon version, uptime, readiness and the data directory's free
+// disk; the ingestion queue; GPUs
 // with live charts of the last hour, health and XIDs (or the CPU-only notice); host
 // services; volumes with their lock state; and the Prometheus metrics.
 import { useState } from "preact/hooks";
@@ -44,6 +45,14 @@ function Status() {
               <dt>PID</dt>
               <dd>{data.pid}</dd>
             </div>
+            {data.disk && (
+              <div>
+                <dt>Disk free</dt>
+                <dd data-test="disk-free" title={data.disk.path}>
+                  {bytes(data.disk.available_bytes)} of {bytes(data.disk.total_bytes)}
+                </dd>
+              </div>
+            )}
           </dl>
           {data.tls && (
             <p class="small">
