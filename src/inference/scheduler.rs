@@ -541,7 +541,8 @@ mod tests {
     }
 
     /// Occupies the instance with an 8-row request, queues `jobs` (value, priority) behind it
-    /// 2 ms apart, and returns the values in the order their answers came back.
+    /// one after the other, and returns the values in the order their answers came back. The
+    /// instance must take longer per run than queueing takes on a busy machine.
     fn queue_behind_a_busy_instance(
         scheduler: &Arc<TestScheduler>,
         jobs: &[(u32, Priority)],
@@ -551,13 +552,16 @@ mod tests {
             let s = scheduler.clone();
             scope.spawn(move || s.submit_now((0, 8), None).unwrap());
             std::thread::sleep(Duration::from_millis(20));
-            for &(v, priority) in jobs {
+            for (queued, &(v, priority)) in jobs.iter().enumerate() {
                 let (s, done) = (scheduler.clone(), done.clone());
                 scope.spawn(move || {
                     block_on(s.submit((v, 1), None, priority)).unwrap();
                     done.lock().unwrap().push(v);
                 });
-                std::thread::sleep(Duration::from_millis(2));
+                // In the queue before the next arrives: their order is the arrival order.
+                while scheduler.queued() <= queued {
+                    std::thread::yield_now();
+                }
             }
         });
         done.lock().unwrap().clone()
@@ -567,7 +571,7 @@ mod tests {
     fn the_rule_chooses_among_the_window_and_the_rest_keep_their_place() {
         let (scheduler, sizes) = start_with(
             policy(true, 100),
-            Duration::from_millis(60),
+            Duration::from_millis(150),
             Arc::new(EvenOnly),
         );
         let jobs: Vec<_> = (1..=4).map(|v| (v, Priority::Normal)).collect();
@@ -581,14 +585,15 @@ mod tests {
     fn a_high_priority_request_goes_first_and_does_not_wait_for_the_window() {
         let (scheduler, sizes) = start_with(
             policy(true, 100),
-            Duration::from_millis(60),
+            Duration::from_millis(150),
             Arc::new(EvenOnly),
         );
-        // Alone, a high-priority request is not held for the 200 ms window.
+        // Alone, a high-priority request is not held for the 200 ms window: its answer comes
+        // after the 150 ms run, well before window and run would take.
         let started = Instant::now();
         let answer = block_on(scheduler.submit((7, 1), None, Priority::High));
         assert_eq!(answer.unwrap().0, 14);
-        assert!(started.elapsed() < Duration::from_millis(150));
+        assert!(started.elapsed() < Duration::from_millis(300));
         // Behind a busy instance, 3 seeds the next batch and takes the even 2 along; 1,
         // queued first, runs last.
         let jobs = [
