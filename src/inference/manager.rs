@@ -469,6 +469,7 @@ impl ModelManager {
             outputs,
             sessions,
             devices,
+            lane: None,
             text,
             cache,
             metrics: self.metrics.clone(),
@@ -527,23 +528,32 @@ impl ModelManager {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut sessions = Vec::with_capacity(count);
-        let mut provider = Provider::Cpu;
-        for _ in 0..count {
-            let opened = self
-                .runtime
+        let open = |threads: usize| {
+            self.runtime
                 .open(&SessionSpec {
                     path: &models.embedding_model,
-                    threads: (cores / count).max(1),
+                    threads,
                     memory_mode,
                     chain: &[Provider::Cpu],
                     gpu: None,
                     tensorrt: TensorRtOptions::default(),
                 })
-                .map_err(unavailable)?;
+                .map_err(unavailable)
+        };
+        let mut sessions = Vec::with_capacity(count);
+        let mut provider = Provider::Cpu;
+        for _ in 0..count {
+            let opened = open((cores / count).max(1))?;
             provider = opened.provider;
             sessions.push(opened.session);
         }
+        // Sessions that share the cores embed batches well but one query slowly: queries get
+        // a session of their own that may use every core.
+        let lane = if count > 1 {
+            Some(open(cores)?.session)
+        } else {
+            None
+        };
         let Some(first) = sessions.first() else {
             return Err(ServingError::Invalid("no session was opened".into()));
         };
@@ -591,6 +601,7 @@ impl ModelManager {
             outputs,
             devices: vec![Device::Cpu; sessions.len()],
             sessions,
+            lane,
             text,
             cache: None,
             metrics: self.metrics.clone(),

@@ -15,7 +15,7 @@ use super::model_config::ModelConfig;
 use super::placement::Device;
 use super::repository::ModelTensor;
 use super::runtime::Provider;
-use super::scheduler::{BatchRule, Priority, Replies, SchedulePolicy, Scheduler};
+use super::scheduler::{BatchRule, Priority, Replies, RunBatch, SchedulePolicy, Scheduler};
 use super::tensor::{NamedTensor, TensorData, protocol_name};
 use super::text::{Encoded, Task, TextTask, pool};
 use crate::telemetry::metrics::ServingMetrics;
@@ -40,6 +40,8 @@ pub struct ServedModel {
     /// The response cache, when the model opted in and the cache is on.
     cache: Option<Arc<ResponseCache>>,
     scheduler: Scheduler<Work, Answer>,
+    /// A session of its own for high-priority requests, when the version has one.
+    lane: Option<Scheduler<Work, Answer>>,
 }
 
 /// What a loaded version is made of (see [`ServedModel::start`]).
@@ -60,6 +62,9 @@ pub struct VersionParts {
     pub sessions: Vec<Session>,
     /// The device of each session.
     pub devices: Vec<Device>,
+    /// A further session that serves only high-priority requests (a person's query), so they
+    /// never wait behind a batch; it is not counted among the instances.
+    pub lane: Option<Session>,
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
     /// The response cache, when the model uses it.
@@ -201,20 +206,28 @@ impl ServedModel {
             stats: VersionStats::default(),
             retired: OnceLock::new(),
         });
-        let worker = runner.clone();
-        let scheduler = Scheduler::start(
-            &parts.name,
-            parts.policy,
-            Arc::new(WorkRule {
-                runner: runner.clone(),
-            }),
-            parts.sessions,
+        let run: Arc<RunBatch<Session, Work, Answer>> = {
+            let worker = runner.clone();
             Arc::new(
                 move |session: &mut Session, jobs, replies: &mut Replies<Answer>| {
                     worker.run(session, jobs, replies);
                 },
-            ),
-        )?;
+            )
+        };
+        let rule = Arc::new(WorkRule {
+            runner: runner.clone(),
+        });
+        let lane = match parts.lane {
+            Some(session) => Some(Scheduler::start(
+                &format!("{} (queries)", parts.name),
+                parts.policy.clone(),
+                rule.clone(),
+                vec![session],
+                run.clone(),
+            )?),
+            None => None,
+        };
+        let scheduler = Scheduler::start(&parts.name, parts.policy, rule, parts.sessions, run)?;
         Ok(ServedModel {
             name: parts.name,
             version: parts.version,
@@ -226,6 +239,7 @@ impl ServedModel {
             runner,
             cache: parts.cache,
             scheduler,
+            lane,
         })
     }
 
@@ -435,7 +449,11 @@ impl ServedModel {
         let started = Instant::now();
         let result = {
             let _pending = Pending::new(m.pending.with_label_values(&labels));
-            self.scheduler.submit(work, timeout, priority).await
+            let scheduler = match (&self.lane, priority) {
+                (Some(lane), Priority::High) => lane,
+                _ => &self.scheduler,
+            };
+            scheduler.submit(work, timeout, priority).await
         };
         m.request_us
             .with_label_values(&labels)

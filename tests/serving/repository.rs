@@ -414,7 +414,8 @@ fn the_built_in_model_runs_on_as_many_sessions_as_configured() {
         .unwrap();
     assert_eq!(config["instance_group"][0]["count"], 2, "{config}");
     assert_eq!(config["instance_group"][0]["kind"], "KIND_CPU", "{config}");
-    // One worker thread per session, each running its own copy of the model.
+    // One worker thread per session, each running its own copy of the model: the two
+    // instances, and the session of their own that queries get when instances share the cores.
     let pid = daemon.child.id();
     let workers: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -422,7 +423,7 @@ fn the_built_in_model_runs_on_as_many_sessions_as_configured() {
         .map(|c| c.trim().to_string())
         .filter(|c| c.starts_with("model-"))
         .collect();
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_eq!(workers.len(), 3, "{workers:?}");
 
     // Requests spread over both sessions answer exactly what one request alone gets.
     let embed = |text: &str| -> Vec<f64> {
