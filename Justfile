@@ -63,6 +63,10 @@ bench-extract: deps
 bench-kb: fetch
     bash benches/kb.sh
 
+# Backup and restore throughput (MB/s) for 100k chunks and 1.1 GB of blobs, beside tar | zstd; restore with indexes archived or rebuilt
+bench-backup: fetch
+    bash benches/backup.sh
+
 # Web console: first-load bytes and time to interactive in headless Chromium, against 300 KB and 500 ms
 bench-console: deps fetch
     bash benches/console.sh

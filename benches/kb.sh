@@ -28,45 +28,16 @@ python3 -c "import faiss, numpy, requests, onnxruntime, tokenizers" 2>/dev/null 
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet -r "$repo/benches/kb/requirements.txt"
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 cargo bench --no-run --quiet --bench kb_search --manifest-path "$repo/Cargo.toml" 2>/dev/null
-bin="$repo/target/release/sparkbrain"
 
 work="${KB_BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
-pid=""
 cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; [[ -z "${KB_BENCH_DIR:-}" ]] && rm -rf "$work"; true; }
+source "$repo/benches/daemon.sh"
 trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-cat > "$work/config.toml" <<TOML
-data_dir = "$work/data"
-[server]
-bind = "127.0.0.1:$port"
-[runtime]
-onnxruntime_library = "$vendor/onnxruntime/libonnxruntime.so.1.31.1"
-memory_mode = "$memory_mode"
-[models]
-embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
-embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
-embedding_instances = $instances
+write_config "$config" "$work/data" "$memory_mode" "$instances" <<TOML
 [kb]
 vector_scalar = "$scalar"
-[log]
-level = "warn"
-format = "terminal"
 TOML
-sb() { "$bin" --config "$work/config.toml" "$@"; }
-# Starts the daemon and sets `ready` to the seconds it took to answer /readyz with 200 (not in
-# a subshell: `pid` must survive for `stop`).
-start() {
-  local t0; t0=$(date +%s.%N)
-  "$bin" --config "$work/config.toml" serve >>"$work/daemon.log" 2>&1 & pid=$!
-  until curl -sf "$base/readyz" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || { tail -20 "$work/daemon.log"; exit 1; }
-    sleep 0.02
-  done
-  ready=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
-}
-stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 
 # Real queries: the three retrieval collections' and the first XQuAD questions, 300 in all.
 python3 "$repo/benches/kb/queries.py" "$shared" > "$work/queries.json"
@@ -76,8 +47,7 @@ if [[ ! -f "$work/data/sparkbrain.db" ]]; then
 fi
 start
 echo "start-up (empty): $ready s" >&2
-token=$(curl -sf -X POST "$base/api/v1/auth/token" -d username=admin -d password=bench-admin-password | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-key=$(curl -sf -X POST "$base/api/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+key=$(admin_key bench-admin-password)
 
 if [[ -n "${KB_BENCH_SKIP_INGEST:-}" ]]; then
   # Reusing KB_BENCH_DIR from an earlier run: its collection is there already.

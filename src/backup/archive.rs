@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -34,9 +35,11 @@ impl ArchiveWriter {
         encryption: &Encryption,
         header: &Header,
     ) -> Result<ArchiveWriter, BackupError> {
+        // Readable by root only: it holds every document.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| BackupError::io_at("cannot create the archive", path, e))?;
         let out = encryption.wrap(BufWriter::with_capacity(COPY_BUFFER, file))?;

@@ -113,7 +113,7 @@ impl KnowledgeBase {
     /// Links the indexes' files as they stand between two index rounds into `dest`, for a
     /// backup. See [`snapshot_index_files`].
     pub fn snapshot_indexes(&self, dest: &std::path::Path) -> Result<(), KbError> {
-        self.indexes.snapshot(dest)
+        self.indexes.snapshot(&self.store, dest)
     }
 
     /// Saves the indexes; called once at shutdown so the next start replays nothing.

@@ -331,11 +331,13 @@ impl Indexes {
         }
     }
 
-    /// Links (or copies) every collection's saved index files into `dest`, between two rounds
-    /// of the applier: each index there holds the changes up to the one it records, and the
-    /// daemon replays the rest from the database when it opens them.
-    pub fn snapshot(&self, dest: &Path) -> Result<(), KbError> {
+    /// Saves the vector indexes, then links (or copies) every collection's index files into
+    /// `dest`, between two rounds of the applier: each index there holds the changes up to the
+    /// one it records, and the daemon replays the rest from the database when it opens them.
+    pub fn snapshot(&self, store: &Store, dest: &Path) -> Result<(), KbError> {
         let _round = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        // Saved now, a restore has nothing to replay into the vectors.
+        self.save_all(store);
         snapshot_files(&self.root, dest)
     }
 
