@@ -372,14 +372,17 @@ function BackupOutcome({ busy, running, created }) {
     created.documents != null && `${created.documents} documents`,
     created.chunks != null && `${created.chunks} chunks`,
     created.encrypted ? "encrypted" : "not encrypted",
+    created.secrets_included && "secrets included",
     created.indexes === "rebuild" ? "indexes rebuilt at restore" : "indexes included",
   ].filter(Boolean);
+  const pruned = created.pruned || [];
   return (
     <>
       <p>
         Backed up: <code class="wrap">{created.name}</code> ({facts.join(", ")}).
       </p>
       <p class="muted small detail">{created.location}</p>
+      {pruned.length > 0 && <p class="muted small">Removed by the retention rules: {pruned.join(", ")}</p>}
     </>
   );
 }
@@ -441,7 +444,7 @@ function Backups() {
             <dd data-test="backup-last-success">
               {ok ? (
                 <span title={ok.name}>
-                  {when(ok.at)} · {bytes(ok.size_bytes)} · {millis(ok.duration_ms)}
+                  {[when(ok.at), bytes(ok.size_bytes), ok.duration_ms != null && millis(ok.duration_ms)].filter(Boolean).join(" · ")}
                 </span>
               ) : (
                 "never"
@@ -459,7 +462,12 @@ function Backups() {
           Last failure {when(failed.at)}: {failed.error}
         </p>
       )}
-      {data && data.target && data.backups.length === 0 && (
+      {data && data.list_error && (
+        <p class="error small" data-test="backup-list-error">
+          Cannot list the target: {data.list_error}
+        </p>
+      )}
+      {data && data.target && !data.list_error && data.backups.length === 0 && (
         <p class="muted" data-test="no-backups">
           No archives in the target yet.
         </p>
