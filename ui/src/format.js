@@ -25,6 +25,14 @@ export function duration(seconds) {
   return `${Math.floor(seconds)} s`;
 }
 
+/** Milliseconds → "850 ms", "2.4 s", "1 min", "1 h 2 min". */
+export function millis(ms) {
+  if (ms == null) return "–";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${num(ms / 1000, 1)} s`;
+  return duration(ms / 1000);
+}
+
 /** An RFC 3339 string or Unix milliseconds → local date and time. */
 export function when(t) {
   if (t == null || t === "") return "–";

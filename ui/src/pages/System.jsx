@@ -1,13 +1,14 @@
 // The System page (admins): daemon version, uptime, readiness and the data directory's free
 // disk; the ingestion queue; GPUs
 // with live charts of the last hour, health and XIDs (or the CPU-only notice); host
-// services; volumes with their lock state; and the Prometheus metrics.
+// services; volumes with their lock state; backups with "Back up now"; and the Prometheus
+// metrics.
 import { useState } from "preact/hooks";
 import { call, get, openFetched, seg } from "../api.js";
 import { ErrorNote } from "../components/ErrorNote.jsx";
 import { LineChart } from "../components/LineChart.jsx";
 import { useAction, useLoad, usePoll } from "../components/hooks.js";
-import { bytes, duration, num, when } from "../format.js";
+import { bytes, duration, millis, num, when } from "../format.js";
 
 const HOUR_MS = 3600 * 1000;
 const RECENT_S = 120;
@@ -360,6 +361,148 @@ function Volumes() {
   );
 }
 
+// What "Back up now" says in the live region: the work in progress, or what was made.
+function BackupOutcome({ busy, running, created }) {
+  if (busy) return <p class="muted">Backing up… a large knowledge base takes a while.</p>;
+  if (running) return <p class="muted">A backup is running (started elsewhere, e.g. by the timer)…</p>;
+  if (!created) return null;
+  const facts = [
+    bytes(created.size_bytes),
+    `in ${millis(created.duration_ms)}`,
+    created.documents != null && `${created.documents} documents`,
+    created.chunks != null && `${created.chunks} chunks`,
+    created.encrypted ? "encrypted" : "not encrypted",
+    created.secrets_included && "secrets included",
+    created.indexes === "rebuild" ? "indexes rebuilt at restore" : "indexes included",
+  ].filter(Boolean);
+  const pruned = created.pruned || [];
+  return (
+    <>
+      <p>
+        Backed up: <code class="wrap">{created.name}</code> ({facts.join(", ")}).
+      </p>
+      <p class="muted small detail">{created.location}</p>
+      {pruned.length > 0 && <p class="muted small">Removed by the retention rules: {pruned.join(", ")}</p>}
+    </>
+  );
+}
+
+function Backups() {
+  const { data, error, reload } = useLoad("/api/v1/backups");
+  const [created, setCreated] = useState(null);
+  const [backUp, busy, backUpError] = useAction(async () => {
+    setCreated(null);
+    try {
+      setCreated(await call("POST", "/api/v1/backups"));
+    } finally {
+      reload();
+    }
+  });
+  const running = Boolean(data && data.running);
+  usePoll(reload, busy || running ? 2000 : 15000);
+  const ok = data && data.last_success;
+  const failed = data && data.last_failure;
+  // A failure older than the last success is history, not an alarm.
+  const recovered = failed && ok && new Date(ok.at) > new Date(failed.at);
+  return (
+    <section class="card" aria-labelledby="backups-title" aria-busy={busy || running ? "true" : "false"} data-test="backups">
+      <div class="row spread">
+        <h2 id="backups-title">Backups</h2>
+        <button type="button" class="primary" disabled={busy || running} onClick={() => backUp()} data-test="backup-now">
+          {busy || running ? "Backing up…" : "Back up now"}
+        </button>
+      </div>
+      <div aria-live="polite" class="backup-outcome" data-test="backup-result">
+        <BackupOutcome busy={busy} running={running} created={created} />
+      </div>
+      <ErrorNote error={backUpError} test="backup-error" />
+      <ErrorNote error={error} />
+      {data && !data.target && (
+        <p class="notice" data-test="no-backup-target">
+          No backup target configured — set <code>[backup] target</code> in <code>/etc/sparkbrain/config.toml</code> and
+          enable <code>sparkbrain-backup.timer</code>.
+        </p>
+      )}
+      {data && (
+        <dl class="facts">
+          {data.target && (
+            <div>
+              <dt>Target</dt>
+              <dd data-test="backup-target">
+                <code class="wrap">{data.target}</code>
+              </dd>
+            </div>
+          )}
+          <div>
+            <dt>Archives</dt>
+            <dd data-test="backup-encrypted">
+              <span class={`badge ${data.encrypted ? "indexed" : "embedding"}`}>{data.encrypted ? "encrypted" : "not encrypted"}</span>
+            </dd>
+          </div>
+          <div>
+            <dt>Last success</dt>
+            <dd data-test="backup-last-success">
+              {ok ? (
+                <span title={ok.name}>
+                  {[when(ok.at), bytes(ok.size_bytes), ok.duration_ms != null && millis(ok.duration_ms)].filter(Boolean).join(" · ")}
+                </span>
+              ) : (
+                "never"
+              )}
+            </dd>
+          </div>
+          <div>
+            <dt>Failures</dt>
+            <dd data-test="backup-failures">{data.failures_total}</dd>
+          </div>
+        </dl>
+      )}
+      {failed && (
+        <p class={recovered ? "muted small" : "error small"} data-test="backup-last-failure">
+          Last failure {when(failed.at)}: {failed.error}
+        </p>
+      )}
+      {data && data.list_error && (
+        <p class="error small" data-test="backup-list-error">
+          Cannot list the target: {data.list_error}
+        </p>
+      )}
+      {data && data.target && !data.list_error && data.backups.length === 0 && (
+        <p class="muted" data-test="no-backups">
+          No archives in the target yet.
+        </p>
+      )}
+      {data && data.backups.length > 0 && (
+        <div class="table-wrap">
+          <table data-test="backups-table">
+            <caption class="visually-hidden">Archives in the backup target, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Archive</th>
+                <th scope="col" class="num">
+                  Size
+                </th>
+                <th scope="col">Created</th>
+              </tr>
+            </thead>
+            <tbody>
+              {data.backups.map((b) => (
+                <tr key={b.name} data-test={`backup-row-${b.name}`}>
+                  <th scope="row" title={b.location}>
+                    {b.name}
+                  </th>
+                  <td class="num">{bytes(b.size_bytes)}</td>
+                  <td>{when(b.created_at)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}
+
 export function System() {
   return (
     <section aria-labelledby="system-title">
@@ -371,6 +514,7 @@ export function System() {
           <Volumes />
         </div>
       </div>
+      <Backups />
       <Gpus />
     </section>
   );
