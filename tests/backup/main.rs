@@ -9,6 +9,7 @@ mod common;
 mod util;
 
 mod damage;
+mod fixture;
 mod round_trip;
 mod s3;
 

@@ -142,11 +142,15 @@ fn the_system_page_charts_each_gpu_and_its_xids() {
     }
     host["xids"] = serde_json::json!([{ "gpu": 1, "xid": 31, "at_ms": 1500 }]);
     let scenario = fake_nvml::Scenario::new(&host);
+    // A backup target, so the Backups card's "Back up now" makes a real archive.
+    let archives = tempfile::tempdir().expect("tempdir");
+    let target = archives.path().display().to_string();
     let (_setup, daemon) = start(&format!(
-        "[gpu]\nnvml_library = {:?}\nsample_interval_ms = 250\nsystem_bus = \"off\"\n",
+        "[gpu]\nnvml_library = {:?}\nsample_interval_ms = 250\nsystem_bus = \"off\"\n\
+         [backup]\ntarget = {target:?}\n",
         scenario.library().display().to_string()
     ));
     // A few seconds of history for the charts to draw.
     std::thread::sleep(std::time::Duration::from_secs(4));
-    run_scenario("system", &daemon, &[]);
+    run_scenario("system", &daemon, &[("CONSOLE_BACKUP_TARGET", target)]);
 }
