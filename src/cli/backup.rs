@@ -165,7 +165,14 @@ fn create(config: &Config, config_file: Option<&Path>, args: CreateArgs) -> anyh
             answer(resp).await
         })?
     } else {
-        backup::create_offline(config, config_file, &options)?
+        let result = backup::create_offline(config, config_file, &options);
+        audit_locally(
+            config,
+            "backup.create",
+            result.as_ref().map_or("", |c| c.location.as_str()),
+            &result,
+        );
+        result?
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&created)?);
@@ -326,6 +333,8 @@ fn restore(config: &Config, config_file: Option<&Path>, args: RestoreArgs) -> an
         with_system_files: args.with_system_files,
     };
     let restored = backup::restore(config, config_file, &path, &options);
+    // Recorded in the database now in place: the restored one, or the old one if it failed.
+    audit_locally(config, "backup.restore", &args.archive.archive, &restored);
     if args.stop_service && running.is_some() {
         // Started again whatever happened: on failure the old data is still in place.
         systemctl("start")?;
@@ -374,6 +383,30 @@ fn restore(config: &Config, config_file: Option<&Path>, args: RestoreArgs) -> an
         println!("{SERVICE} is ready on the restored data");
     }
     Ok(())
+}
+
+/// Audits a backup or restore done without the daemon, under `local:<unix user>`. A failure
+/// to audit is reported, not fatal: the work is done.
+fn audit_locally<T>(
+    config: &Config,
+    action: &'static str,
+    target: &str,
+    result: &Result<T, BackupError>,
+) {
+    if !config.data_dir.join(crate::store::DB_FILE).is_file() {
+        return;
+    }
+    let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+    let written = crate::store::Store::open(&config.data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|store| {
+            store
+                .with_conn(|conn| super::user::record(conn, action, target, &outcome))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        eprintln!("warning: cannot write the audit log: {e}");
+    }
 }
 
 fn confirm(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> {

@@ -148,7 +148,7 @@ pub fn run(file: &FileChoice, cmd: Command) -> anyhow::Result<()> {
 }
 
 /// Audits a local administrator's change under `local:<unix user>`.
-fn record(
+pub(super) fn record(
     conn: &rusqlite::Connection,
     action: &'static str,
     target: &str,

@@ -46,4 +46,17 @@ fn a_format_1_archive_verifies_and_restores() {
         .text()
         .unwrap();
     assert!(content.contains("lighthouse keeper"), "{content}");
+    let audit: Value = daemon
+        .client()
+        .get(daemon.url("/api/v1/audit?action=backup.restore"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(audit[0]["outcome"], "allowed", "{audit}");
+    assert!(
+        audit[0]["actor"].as_str().unwrap().starts_with("local:"),
+        "{audit}"
+    );
 }
