@@ -15,6 +15,8 @@ use super::format::{
 };
 use crate::store::{DB_FILE, SCHEMA_VERSION};
 
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd level: the CLI's default, fast enough to keep up with a disk.
 const ZSTD_LEVEL: i32 = 3;
 const COPY_BUFFER: usize = 256 * 1024;
@@ -203,6 +205,16 @@ pub(crate) fn read_archive(
     let file = File::open(path).map_err(|e| BackupError::io_at("cannot open", path, e))?;
     let (plain, encrypted) =
         crypto::open_reader(std::io::BufReader::with_capacity(COPY_BUFFER, file), key)?;
+    let mut plain = plain;
+    let mut magic = [0u8; 4];
+    let got = crypto::read_up_to(&mut plain, &mut magic)?;
+    if magic[..got] != ZSTD_MAGIC[..] {
+        return Err(BackupError::Corrupt(format!(
+            "{} is not a sparkbrain archive: it is neither zstd-compressed nor age-encrypted",
+            path.display()
+        )));
+    }
+    let plain = std::io::Cursor::new(magic).chain(plain);
     let zstd = zstd::stream::read::Decoder::new(plain)
         .map_err(|e| BackupError::Corrupt(format!("cannot start decompression: {e}")))?;
     let mut tar = tar::Archive::new(zstd);

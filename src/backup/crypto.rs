@@ -177,7 +177,8 @@ pub fn open_reader<R: Read + 'static>(
     Ok((Box::new(reader), true))
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, BackupError> {
+/// Reads until `buf` is full or the input ends; returns how much was read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, BackupError> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {

@@ -164,6 +164,8 @@ impl Backups {
         request: CreateRequest,
     ) -> Result<Created, BackupError> {
         let options = self.options(&request)?;
+        // A request's own mistakes are answered, not counted as failed backups.
+        options.encryption.check()?;
         let _running = self.running.try_lock().map_err(|_| {
             BackupError::Busy("a backup is already running; wait for it to finish".into())
         })?;

@@ -319,8 +319,12 @@ pub(crate) fn run(
     );
     let local_dir: PathBuf = match &options.target {
         target::Target::Dir(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| BackupError::io_at("cannot create the backup folder", dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BackupError::Refused(format!(
+                    "cannot use {} as the backup folder: {e}",
+                    dir.display()
+                ))
+            })?;
             dir.clone()
         }
         // Written next to the data first, then uploaded.
