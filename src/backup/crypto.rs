@@ -185,7 +185,11 @@ pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Bac
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BackupError::io("cannot read the archive", e)),
+            Err(e) => {
+                return Err(BackupError::Corrupt(format!(
+                    "cannot read the archive: {e}"
+                )));
+            }
         }
     }
     Ok(got)

@@ -333,8 +333,11 @@ fn restore(config: &Config, config_file: Option<&Path>, args: RestoreArgs) -> an
         with_system_files: args.with_system_files,
     };
     let restored = backup::restore(config, config_file, &path, &options);
-    // Recorded in the database now in place: the restored one, or the old one if it failed.
-    audit_locally(config, "backup.restore", &args.archive.archive, &restored);
+    // Recorded in the restored database; a refused restore leaves the data byte for byte as
+    // it was, audit log included.
+    if restored.is_ok() {
+        audit_locally(config, "backup.restore", &args.archive.archive, &restored);
+    }
     if args.stop_service && running.is_some() {
         // Started again whatever happened: on failure the old data is still in place.
         systemctl("start")?;
