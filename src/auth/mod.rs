@@ -157,6 +157,9 @@ pub struct Auth {
 
 /// Where the daemon writes its local token, relative to the data directory (root-only).
 pub const LOCAL_TOKEN_FILE: &str = "secrets/local-admin.token";
+/// The same token in the daemon's runtime directory (`/run/sparkbrain` under systemd), which
+/// the host sees even when the daemon mounted the data volume in its own namespace.
+pub const LOCAL_TOKEN_RUNTIME_FILE: &str = "local-admin.token";
 const LOCAL_TOKEN_PREFIX: &str = "sblocal_";
 /// The only routes the local token opens.
 const LOCAL_TOKEN_ROUTES: &[&str] = &["GET /api/v1/backups", "POST /api/v1/backups"];
@@ -183,17 +186,25 @@ impl Auth {
         })
     }
 
-    /// Writes a fresh random token into [`LOCAL_TOKEN_FILE`] (mode 0600) for this run. Root on
+    /// Writes a fresh random token into [`LOCAL_TOKEN_FILE`] (mode 0600) for this run, and
+    /// into the runtime directory when there is one. Root on
     /// the box reads it, so `sparkbrain backup create` (and the scheduled backup service) work
     /// without an API key; it opens the backup routes only, and dies with the daemon.
-    pub fn issue_local_token(&mut self, data_dir: &Path) -> Result<(), AuthError> {
+    pub fn issue_local_token(
+        &mut self,
+        data_dir: &Path,
+        runtime_dir: Option<&Path>,
+    ) -> Result<(), AuthError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
             .map_err(|e| AuthError::Internal(format!("no randomness for the local token: {e}")))?;
         let token = format!("{LOCAL_TOKEN_PREFIX}{}", hex::encode(bytes));
-        let path = data_dir.join(LOCAL_TOKEN_FILE);
-        crate::store::write_private(&path, token.as_bytes())
-            .map_err(|e| AuthError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        let runtime = runtime_dir.map(|d| d.join(LOCAL_TOKEN_RUNTIME_FILE));
+        for path in std::iter::once(data_dir.join(LOCAL_TOKEN_FILE)).chain(runtime) {
+            crate::store::write_private(&path, token.as_bytes()).map_err(|e| {
+                AuthError::Internal(format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
         self.local_token = Some(sha2::Sha256::digest(token.as_bytes()).into());
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::backup::{
     self, BackupError, CreateRequest, Created, Decryption, IndexMode, RestoreOptions, Target,
 };
 use crate::config::{Config, FileChoice};
+use crate::volume::Volumes;
 
 /// The systemd unit `--stop-service` stops and starts.
 const SERVICE: &str = "sparkbrain.service";
@@ -165,6 +166,9 @@ fn create(config: &Config, config_file: Option<&Path>, args: CreateArgs) -> anyh
             answer(resp).await
         })?
     } else {
+        // The daemon is stopped: read the data only where it really is (on the data volume
+        // when one is configured), never a leftover folder on the unencrypted disk.
+        Volumes::new(config).require_data()?;
         let result = backup::create_offline(config, config_file, &options);
         audit_locally(
             config,
@@ -318,6 +322,8 @@ fn restore(config: &Config, config_file: Option<&Path>, args: RestoreArgs) -> an
         ))
         .into());
     }
+    // Before anything stops: the data directory must be the data volume, as the host sees it.
+    Volumes::new(config).require_data()?;
     confirm(config, &args)?;
     if running.is_some() {
         // Checked whole before the service goes down, so a bad archive costs no downtime.

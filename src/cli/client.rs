@@ -2,6 +2,7 @@
 //! listens (the data directory's lock records it), TLS pinned to the certificate on disk, and
 //! the API key that authenticates the caller.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,10 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::Config;
 use crate::daemon::tls;
-use crate::store::lock_holder;
+use crate::store::{lock_holder, published_holder};
+
+/// systemd's runtime directory of sparkbrain.service (`RuntimeDirectory=sparkbrain`).
+pub const RUNTIME_DIR: &str = "/run/sparkbrain";
 
 use crate::config::API_KEY_ENV;
 
@@ -31,7 +35,8 @@ pub struct Endpoint {
 /// Finds the daemon of this configuration: the running daemon's own record beats the
 /// configuration, which flags may have overridden.
 pub fn local_endpoint(config: &Config) -> Endpoint {
-    let holder = lock_holder(&config.data_dir);
+    let holder = lock_holder(&config.data_dir)
+        .or_else(|| published_holder(Path::new(RUNTIME_DIR), &config.data_dir));
     let pid = holder.as_ref().map(|h| h.pid);
     let configured = format!(
         "{}://{}",
@@ -129,7 +134,8 @@ impl Daemon {
             return Daemon::connect_with(config, key);
         }
         let path = config.data_dir.join(crate::auth::LOCAL_TOKEN_FILE);
-        let key = std::fs::read_to_string(&path).map_err(|e| {
+        let runtime = Path::new(RUNTIME_DIR).join(crate::auth::LOCAL_TOKEN_RUNTIME_FILE);
+        let key = std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(&runtime)).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the daemon's local token {} ({e}): run this as root, or set {API_KEY_ENV} to an admin's API key",
                 path.display()

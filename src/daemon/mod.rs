@@ -326,7 +326,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> any
     if volumes.data_volume().is_some() {
         auth.keep_unlockers(volumes.unlockers_file()).await;
     }
-    auth.issue_local_token(&config.data_dir)?;
+    // systemd's RuntimeDirectory=: seen by the host even when the daemon mounted the data
+    // volume inside its own namespace, where host commands cannot see the data directory.
+    let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY").map(std::path::PathBuf::from);
+    auth.issue_local_token(&config.data_dir, runtime_dir.as_deref())?;
     let metrics = Metrics::new().context("cannot set up metrics")?;
     let backups = Backups::new(&config, config_file, metrics.backup());
     let gpu_config = config.gpu.clone();
@@ -341,6 +344,10 @@ pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> any
     }
     lock.record_url(&format!("{scheme}://{addr}"))
         .context("cannot record the address in the data directory lock")?;
+    if let Some(dir) = &runtime_dir {
+        crate::store::publish_holder(dir, &config.data_dir, &format!("{scheme}://{addr}"))
+            .context("cannot record the address in the runtime directory")?;
+    }
 
     let app = Arc::new(App {
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),

@@ -95,6 +95,31 @@ impl DataDirLock {
     }
 }
 
+/// The file in the daemon's runtime directory that says which data directory it serves.
+pub const RUNTIME_HOLDER_FILE: &str = "daemon";
+
+/// Records in `runtime_dir` (systemd's `/run/sparkbrain`) the daemon's PID, URL and data
+/// directory: what host commands read when the data volume is mounted only in the daemon's
+/// mount namespace and the lock there is out of their sight.
+pub fn publish_holder(runtime_dir: &Path, data_dir: &Path, url: &str) -> std::io::Result<()> {
+    let text = format!("{}\n{url}\n{}\n", std::process::id(), data_dir.display());
+    super::write_private(&runtime_dir.join(RUNTIME_HOLDER_FILE), text.as_bytes())
+}
+
+/// The daemon that [`publish_holder`] recorded in `runtime_dir` for `data_dir`, if it still
+/// runs.
+pub fn published_holder(runtime_dir: &Path, data_dir: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(runtime_dir.join(RUNTIME_HOLDER_FILE)).ok()?;
+    let mut lines = text.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    let url = lines.next().map(|u| u.trim().to_string());
+    if lines.next().map(str::trim) != Some(data_dir.to_str()?) {
+        return None;
+    }
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+    alive.then_some(Holder { pid, url })
+}
+
 /// The daemon holding the lock on `dir`, or `None` if no daemon holds it.
 pub fn holder(dir: &Path) -> Option<Holder> {
     let mut file = OpenOptions::new()
