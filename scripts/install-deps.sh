@@ -20,7 +20,7 @@ command -v npm >/dev/null 2>&1 || bash "$(dirname "${BASH_SOURCE[0]}")/apt-insta
 # The tests parse /metrics with prometheus_client and check model outputs against onnxruntime
 # (and the fixtures in tests/fixtures/requirements.txt) run from Python.
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if ! python3 -c "import prometheus_client, onnxruntime, tokenizers, sklearn, skl2onnx, onnx, openai, tritonclient.http" 2>/dev/null; then
+if ! python3 -c "import prometheus_client, onnxruntime, tokenizers, sklearn, skl2onnx, onnx, openai, tritonclient.http, moto.server" 2>/dev/null; then
     echo "installing the Python packages the tests use"
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
         python3 -m pip install --quiet "prometheus_client==${PROMETHEUS_CLIENT_VERSION}" \

@@ -54,8 +54,60 @@ pub struct Config {
     /// Language models that write answers and chat completions, by the name clients use.
     #[serde(default)]
     pub generators: std::collections::BTreeMap<String, GeneratorConfig>,
+    /// Backups: where scheduled backups go, encryption, retention.
+    pub backup: BackupConfig,
     /// Logging settings.
     pub log: LogConfig,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// A folder or `s3://bucket/prefix`; empty means no scheduled backups.
+    pub target: String,
+    /// File whose first line is the passphrase archives are encrypted with.
+    pub passphrase_file: PathBuf,
+    /// Or age public keys (`age1…`) archives are encrypted to.
+    pub recipients: Vec<String>,
+    /// Put model files in archives, not only the repository's configs.
+    pub include_models: bool,
+    /// Put the indexes in archives, or have them rebuilt at restore.
+    pub indexes: IndexMode,
+    /// After each backup, keep this many newest archives at the target (0: no limit).
+    pub keep_last: u32,
+    /// After each backup, remove archives older than this many days (0: no limit).
+    pub keep_days: u32,
+    /// How to reach an `s3://` target.
+    pub s3: BackupS3Config,
+}
+
+/// Whether an archive carries the indexes or has them rebuilt at restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexMode {
+    /// Copy the vector and text indexes into the archive.
+    Include,
+    /// Leave them out; the daemon rebuilds them from the database at first start.
+    Rebuild,
+}
+
+/// `[backup.s3]`: empty values fall back to the standard AWS environment variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupS3Config {
+    /// Endpoint URL of an S3-compatible server (MinIO, Ceph); empty means AWS.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// File holding the secret access key.
+    pub secret_access_key_file: PathBuf,
+    /// Allow a plain-HTTP endpoint (a server on the same trusted network).
+    pub allow_http: bool,
+    /// Archives larger than this go up as a multipart upload of parts this large, in MiB.
+    pub part_size_mib: u32,
 }
 
 /// `[server]`.
@@ -791,6 +843,7 @@ impl Config {
         }
         self.validate_answers()?;
         self.validate_gpu()?;
+        self.validate_backup()?;
         self.validate_volume()?;
         let positive: [(&'static str, u64); 17] = [
             (
@@ -900,6 +953,39 @@ impl Config {
 
 impl Config {
     /// Checks `[gpu]`.
+    fn validate_backup(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.backup;
+        if !b.passphrase_file.as_os_str().is_empty() && !b.recipients.is_empty() {
+            return Err((
+                "backup.recipients",
+                "set backup.passphrase_file or backup.recipients, not both".to_string(),
+            ));
+        }
+        if let Some(bad) = b.recipients.iter().find(|r| !r.trim().starts_with("age1")) {
+            return Err((
+                "backup.recipients",
+                format!("{bad:?} is not an age public key (they start with age1)"),
+            ));
+        }
+        if !(5..=5120).contains(&b.s3.part_size_mib) {
+            return Err((
+                "backup.s3.part_size_mib",
+                format!(
+                    "{} is outside S3's part sizes: use 5 to 5120",
+                    b.s3.part_size_mib
+                ),
+            ));
+        }
+        let target = b.target.trim();
+        if target.contains("://") && !target.starts_with("s3://") {
+            return Err((
+                "backup.target",
+                format!("{target:?}: use a folder or s3://bucket/prefix"),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_volume(&self) -> Result<(), (&'static str, String)> {
         let v = &self.volume;
         if v.required() && !crate::volume::valid_name(&v.data) {

@@ -2,6 +2,7 @@
 //! thin: parse, call one capability, map its error.
 
 mod answers;
+mod backups;
 mod console;
 mod console_session;
 mod errors;
@@ -72,6 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}", delete(keys::revoke))
         .route("/audit", get(keys::audit))
+        .route("/backups", get(backups::status).post(backups::create))
         .route("/inference", post(inference::infer))
         .route("/collections", get(kb::list).post(kb::create))
         .route(

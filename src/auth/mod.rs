@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::config::AuthConfig;
 use crate::store::{Store, StoreError};
@@ -150,7 +151,17 @@ pub struct Auth {
     limiter: LoginLimiter,
     denials: DenialThrottle,
     unlockers: Option<PathBuf>,
+    /// SHA-256 of this run's local token, see [`Auth::issue_local_token`].
+    local_token: Option<[u8; 32]>,
 }
+
+/// Where the daemon writes its local token, relative to the data directory (root-only).
+pub const LOCAL_TOKEN_FILE: &str = "secrets/local-admin.token";
+const LOCAL_TOKEN_PREFIX: &str = "sblocal_";
+/// The only routes the local token opens.
+const LOCAL_TOKEN_ROUTES: &[&str] = &["GET /api/v1/backups", "POST /api/v1/backups"];
+/// How the local token's caller is named in the audit log.
+pub const LOCAL_ADMIN: &str = "root (local token)";
 
 impl Auth {
     /// Opens the capability over the store, loading or creating the signing key.
@@ -168,7 +179,23 @@ impl Auth {
             limiter,
             denials: DenialThrottle::new(Duration::from_secs(60), DENIALS_AUDITED_PER_MINUTE),
             unlockers: None,
+            local_token: None,
         })
+    }
+
+    /// Writes a fresh random token into [`LOCAL_TOKEN_FILE`] (mode 0600) for this run. Root on
+    /// the box reads it, so `sparkbrain backup create` (and the scheduled backup service) work
+    /// without an API key; it opens the backup routes only, and dies with the daemon.
+    pub fn issue_local_token(&mut self, data_dir: &Path) -> Result<(), AuthError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| AuthError::Internal(format!("no randomness for the local token: {e}")))?;
+        let token = format!("{LOCAL_TOKEN_PREFIX}{}", hex::encode(bytes));
+        let path = data_dir.join(LOCAL_TOKEN_FILE);
+        crate::store::write_private(&path, token.as_bytes())
+            .map_err(|e| AuthError::Internal(format!("cannot write {}: {e}", path.display())))?;
+        self.local_token = Some(sha2::Sha256::digest(token.as_bytes()).into());
+        Ok(())
     }
 
     /// Keeps the admins who may unlock the data volume in `path`, now and after every change
@@ -407,14 +434,18 @@ impl Auth {
         authorization: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<Principal, AuthError> {
-        let result = self.resolve(authorization).await;
+        let result = self.resolve(authorization, &ctx.route).await;
         if let Err(e) = &result {
             self.deny_token(e, "auth.authenticate", ctx).await;
         }
         result
     }
 
-    async fn resolve(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    async fn resolve(
+        &self,
+        authorization: Option<&str>,
+        route: &str,
+    ) -> Result<Principal, AuthError> {
         let header = authorization.ok_or(AuthError::MissingCredentials)?;
         let (scheme, credential) = header.split_once(' ').ok_or(AuthError::InvalidToken(
             "the Authorization header must be `Bearer <token>`",
@@ -425,6 +456,25 @@ impl Auth {
             ));
         }
         let credential = credential.trim().to_string();
+        if credential.starts_with(LOCAL_TOKEN_PREFIX) {
+            let digest: [u8; 32] = sha2::Sha256::digest(credential.as_bytes()).into();
+            if self.local_token != Some(digest) {
+                return Err(AuthError::InvalidToken(
+                    "the local token is not this daemon's (it changes at every start)",
+                ));
+            }
+            if !LOCAL_TOKEN_ROUTES.contains(&route) {
+                return Err(AuthError::InvalidToken(
+                    "the local token opens the backup routes only",
+                ));
+            }
+            return Ok(Principal {
+                user_id: 0,
+                name: LOCAL_ADMIN.to_string(),
+                role: Role::Admin,
+                api_key_id: None,
+            });
+        }
         if credential.starts_with(KEY_PREFIX) {
             return self
                 .store

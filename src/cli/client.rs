@@ -119,6 +119,26 @@ impl Daemon {
                 "set {API_KEY_ENV} to an API key (create one with POST /api/v1/keys, or in the console)"
             )
         })?;
+        Daemon::connect_with(config, key)
+    }
+
+    /// Connects for the backup routes: with [`API_KEY_ENV`] when set, else with the daemon's
+    /// local token, which root on the box can read.
+    pub fn connect_for_backups(config: &Config) -> anyhow::Result<Daemon> {
+        if let Ok(key) = std::env::var(API_KEY_ENV) {
+            return Daemon::connect_with(config, key);
+        }
+        let path = config.data_dir.join(crate::auth::LOCAL_TOKEN_FILE);
+        let key = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the daemon's local token {} ({e}): run this as root, or set {API_KEY_ENV} to an admin's API key",
+                path.display()
+            )
+        })?;
+        Daemon::connect_with(config, key)
+    }
+
+    fn connect_with(config: &Config, key: String) -> anyhow::Result<Daemon> {
         let endpoint = local_endpoint(config);
         if endpoint.pid.is_none() {
             bail!(

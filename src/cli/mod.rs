@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. `main.rs` parses and calls [`run`].
 
 mod ask;
+mod backup;
 mod client;
 mod completions;
 mod config_cmd;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Create, unlock, lock and inspect LUKS2-encrypted volumes and their keys (run as root on the box)
     #[command(subcommand)]
     Volume(volume::Command),
+    /// Back up everything to a folder or S3, list, verify and restore archives (run as root on the box)
+    #[command(subcommand)]
+    Backup(backup::Command),
     /// Check the installation: runtime, models, data directory, TLS certificate, disk space
     Doctor(doctor::Args),
     /// Upload files and folders into a collection of the running daemon and wait until they are indexed (authenticates with SPARKBRAIN_API_KEY)
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(&file, cmd),
         Command::Volume(cmd) => volume::run(&file, cmd),
         Command::Doctor(args) => doctor::run(&file, args),
+        Command::Backup(cmd) => backup::run(&file, cmd),
         Command::Ingest(args) => ingest::run(&file, args),
         Command::Search(args) => search::run(&file, args),
         Command::Gpu(args) => gpu::run(&file, args),
@@ -100,10 +105,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The exit status for an error: 78 for configuration errors, 75 for a held data directory,
-/// 10–16 for volume failures (see [`VolumeError::exit_code`]), 1 otherwise (clap uses 2 for
+/// 10–16 for volume failures (see [`VolumeError::exit_code`]), 20–23 for backup failures (see
+/// [`crate::backup::BackupError::exit_code`]), 1 otherwise (clap uses 2 for
 /// usage errors).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<VolumeError>() {
+        e.exit_code()
+    } else if let Some(e) = err.downcast_ref::<crate::backup::BackupError>() {
         e.exit_code()
     } else if err.downcast_ref::<ConfigError>().is_some() {
         EXIT_CONFIG

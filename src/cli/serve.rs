@@ -41,7 +41,7 @@ pub fn run(file: &FileChoice, args: Args) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("sparkbrain")
         .build()?;
-    let result = runtime.block_on(crate::daemon::run(loaded.config));
+    let result = runtime.block_on(crate::daemon::run(loaded.config, loaded.file));
     // Do not wait for a runtime load still running on a blocking thread after a stop request.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result

@@ -11,6 +11,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::auth::Auth;
+use crate::backup::Backups;
 use crate::config::Config;
 use crate::config::ControlMode;
 use crate::gpu::health::Health;
@@ -57,6 +58,8 @@ pub struct App {
     pub runtime: OnceLock<RuntimeState>,
     /// The knowledge base, once its indexes are open (or why they could not be).
     pub kb: OnceLock<Result<Arc<KnowledgeBase>, String>>,
+    /// Backups.
+    pub backups: Arc<Backups>,
     /// When the daemon started.
     pub started: Instant,
     /// SHA-256 fingerprint of the TLS certificate, when serving TLS.
@@ -260,7 +263,7 @@ impl App {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Returns after a clean shutdown.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, config_file: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let started = Instant::now();
     // Handle SIGTERM/SIGINT from the start: the listener serves while the runtime loads, and
     // until these exist a signal would kill the process without draining in-flight requests.
@@ -316,13 +319,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut lock = DataDirLock::acquire(&config.data_dir)?;
+    crate::backup::recover_interrupted_restore(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let blobs = BlobStore::open(&config.data_dir)?;
     let mut auth = Auth::new(store.clone(), config.auth.clone(), &config.data_dir)?;
     if volumes.data_volume().is_some() {
         auth.keep_unlockers(volumes.unlockers_file()).await;
     }
+    auth.issue_local_token(&config.data_dir)?;
     let metrics = Metrics::new().context("cannot set up metrics")?;
+    let backups = Backups::new(&config, config_file, metrics.backup());
     let gpu_config = config.gpu.clone();
     let gpu_store = store.clone();
     let gpus = tokio::task::spawn_blocking(move || Gpus::open(&gpu_config, Some(gpu_store)))
@@ -347,6 +353,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         volumes,
         runtime: OnceLock::new(),
         kb: OnceLock::new(),
+        backups,
         started,
     });
     routes.set(crate::api::router(app.clone()));
@@ -391,6 +398,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let readiness = app.readiness();
         if readiness.ready {
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+            match crate::backup::confirm_restore(&app.config.data_dir) {
+                Ok(true) => tracing::info!(
+                    "ready on restored data; removed the data the restore had kept aside"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove the data a restore kept aside"),
+            }
         } else {
             for check in readiness.checks.iter().filter(|c| !c.ok) {
                 tracing::warn!(check = check.name, "not ready: {}", check.detail);

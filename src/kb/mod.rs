@@ -28,7 +28,7 @@ pub use collections::{
 };
 pub use documents::{DocumentInfo, DocumentList, DocumentQuery, Upload, Uploaded};
 pub use error::KbError;
-pub use index::IndexState;
+pub use index::{IndexState, snapshot_files as snapshot_index_files};
 pub use language::Language;
 pub use search::{Filters, Hit, Mode, SearchRequest, SearchResults, Snippet};
 
@@ -37,6 +37,9 @@ use crate::inference::ModelManager;
 use crate::store::{BlobStore, Store};
 use index::Indexes;
 use pipeline::Pipeline;
+
+/// Where the indexes live, relative to the data directory.
+pub const INDEX_DIR: &str = "kb/collections";
 
 /// The knowledge base capability. One per daemon.
 pub struct KnowledgeBase {
@@ -69,7 +72,7 @@ impl KnowledgeBase {
         blobs: BlobStore,
         metrics: KbMetrics,
     ) -> Result<Arc<KnowledgeBase>, KbError> {
-        let root = config.data_dir.join("kb").join("collections");
+        let root = config.data_dir.join(INDEX_DIR);
         let extractor = std::env::current_exe().map_err(|e| {
             KbError::Internal(format!("cannot locate the sparkbrain executable: {e}"))
         })?;
@@ -105,6 +108,12 @@ impl KnowledgeBase {
             let _ = self.models.set(models);
             self.pipeline.start(runtime);
         }
+    }
+
+    /// Links the indexes' files as they stand between two index rounds into `dest`, for a
+    /// backup. See [`snapshot_index_files`].
+    pub fn snapshot_indexes(&self, dest: &std::path::Path) -> Result<(), KbError> {
+        self.indexes.snapshot(dest)
     }
 
     /// Saves the indexes; called once at shutdown so the next start replays nothing.

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -43,13 +44,56 @@ impl FromStr for BlobId {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Backups reading the store now; while there are any, removed blobs are moved aside into
+    /// `blobs/held/` instead of unlinked, so a backup still finds every blob of its snapshot.
+    holds: Arc<Mutex<u32>>,
 }
+
+/// Keeps removed blobs readable until dropped; see [`BlobStore::hold`].
+pub struct BlobHold {
+    store: BlobStore,
+}
+
+impl BlobHold {
+    /// Opens a blob that was stored when the hold began, even if it was removed since.
+    pub fn open(&self, id: &BlobId) -> Result<File, StoreError> {
+        match File::open(self.store.path(id)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let held = self.store.held_path(id);
+                File::open(&held).map_err(|e| StoreError::io("cannot open blob", &held, e))
+            }
+            other => other.map_err(|e| StoreError::io("cannot open blob", &self.store.path(id), e)),
+        }
+    }
+}
+
+impl Drop for BlobHold {
+    fn drop(&mut self) {
+        let Ok(mut holds) = self.store.holds.lock() else {
+            return;
+        };
+        *holds = holds.saturating_sub(1);
+        if *holds == 0 {
+            let held = self.store.root.join(HELD);
+            if let Err(e) = std::fs::remove_dir_all(&held)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %held.display(), error = %e, "cannot remove blobs kept for a backup");
+            }
+        }
+    }
+}
+
+/// Folder of blobs removed while a backup held the store.
+const HELD: &str = "held";
 
 impl BlobStore {
     /// Opens the blob store under `data_dir`, creating its folders and removing temporary files
     /// left by an interrupted write.
     pub fn open(data_dir: &Path) -> Result<BlobStore, StoreError> {
         let root = data_dir.join("blobs");
+        // Kept only for a backup that no longer runs.
+        let _ = std::fs::remove_dir_all(root.join(HELD));
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp)
             .map_err(|e| StoreError::io("cannot create blob folder", &tmp, e))?;
@@ -59,7 +103,10 @@ impl BlobStore {
             // Leftovers of writes that never reached their rename: never acknowledged.
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(BlobStore { root })
+        Ok(BlobStore {
+            root,
+            holds: Arc::new(Mutex::new(0)),
+        })
     }
 
     /// Streams `reader` into the store and returns its id and size. Storing content that is
@@ -105,7 +152,7 @@ impl BlobStore {
                 .collect::<Vec<_>>()
         };
         for first in dirs(&self.root) {
-            if first.file_name().is_some_and(|n| n == "tmp") {
+            if first.file_name().is_some_and(|n| n == "tmp" || n == HELD) {
                 continue;
             }
             for second in dirs(&first) {
@@ -139,9 +186,36 @@ impl BlobStore {
         self.path(id).is_file()
     }
 
+    /// Keeps every blob stored now readable through the returned hold until it is dropped,
+    /// whatever is removed meanwhile: what a backup needs to copy a snapshot's blobs while
+    /// the daemon keeps serving.
+    pub fn hold(&self) -> BlobHold {
+        if let Ok(mut holds) = self.holds.lock() {
+            *holds += 1;
+        }
+        BlobHold {
+            store: self.clone(),
+        }
+    }
+
     /// Removes a blob; removing an absent blob is not an error.
     pub fn remove(&self, id: &BlobId) -> Result<(), StoreError> {
         let path = self.path(id);
+        let holds = self
+            .holds
+            .lock()
+            .map_err(|_| StoreError::Worker("blob hold count poisoned".into()))?;
+        if *holds > 0 {
+            let held = self.held_path(id);
+            let parent = self.root.join(HELD);
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| StoreError::io("cannot create", &parent, e))?;
+            return match std::fs::rename(&path, &held) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError::io("cannot move aside blob", &path, e)),
+            };
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -151,6 +225,10 @@ impl BlobStore {
 
     fn path(&self, id: &BlobId) -> PathBuf {
         self.root.join(&id.0[..2]).join(&id.0[2..4]).join(&id.0)
+    }
+
+    fn held_path(&self, id: &BlobId) -> PathBuf {
+        self.root.join(HELD).join(&id.0)
     }
 }
 
@@ -213,6 +291,33 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hold_keeps_removed_blobs_readable_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (id, _) = store.put(&b"kept for the backup"[..]).unwrap();
+        let hold = store.hold();
+        store.remove(&id).unwrap();
+        assert!(!store.contains(&id));
+        let mut text = String::new();
+        hold.open(&id).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "kept for the backup");
+        assert!(
+            store.ids().is_empty(),
+            "held blobs are not listed as stored"
+        );
+        drop(hold);
+        assert!(hold_dir_gone(dir.path()));
+        // Without a hold, a remove unlinks at once.
+        let (id, _) = store.put(&b"gone"[..]).unwrap();
+        store.remove(&id).unwrap();
+        assert!(store.hold().open(&id).is_err());
+    }
+
+    fn hold_dir_gone(data: &Path) -> bool {
+        !data.join("blobs").join(HELD).exists()
+    }
 
     #[test]
     fn put_is_content_addressed_and_readable() {

@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 mod private_file;
-pub use blob::{BlobId, BlobStore, BlobWriter};
+pub use blob::{BlobHold, BlobId, BlobStore, BlobWriter};
 pub use disk::{DiskSpace, disk_space};
-pub use lock::{DataDirLock, Holder, LockError, holder as lock_holder};
+pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError, holder as lock_holder};
 pub use migrations::SCHEMA_VERSION;
 pub use private_file::write_private;
 

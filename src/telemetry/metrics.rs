@@ -15,6 +15,40 @@ pub struct Metrics {
     in_flight: IntGauge,
     serving: ServingMetrics,
     kb: KbMetrics,
+    backup: BackupMetrics,
+}
+
+/// Backup metrics, for alerting on backups that stopped succeeding.
+#[derive(Clone)]
+pub struct BackupMetrics {
+    /// When the last backup succeeded (Unix seconds; 0 before the first).
+    pub last_success: IntGauge,
+    /// Size of the last successful archive.
+    pub last_size: IntGauge,
+    /// Backups that failed.
+    pub failures: IntCounter,
+}
+
+impl BackupMetrics {
+    fn new(registry: &Registry) -> Result<BackupMetrics, prometheus::Error> {
+        let last_success = IntGauge::new(
+            "sparkbrain_backup_last_success_timestamp_seconds",
+            "When the last backup succeeded, in seconds since the Unix epoch (0: none since start).",
+        )?;
+        registry.register(Box::new(last_success.clone()))?;
+        let last_size = IntGauge::new(
+            "sparkbrain_backup_last_size_bytes",
+            "Size of the last successful backup archive.",
+        )?;
+        registry.register(Box::new(last_size.clone()))?;
+        let failures = IntCounter::new("sparkbrain_backup_failures_total", "Backups that failed.")?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(BackupMetrics {
+            last_success,
+            last_size,
+            failures,
+        })
+    }
 }
 
 /// Knowledge-base ingestion metrics.
@@ -213,7 +247,9 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         let serving = ServingMetrics::new(&registry)?;
         let kb = KbMetrics::new(&registry)?;
+        let backup = BackupMetrics::new(&registry)?;
         Ok(Metrics {
+            backup,
             registry,
             requests,
             duration,
@@ -231,6 +267,11 @@ impl Metrics {
     /// The knowledge-base instruments.
     pub fn kb(&self) -> KbMetrics {
         self.kb.clone()
+    }
+
+    /// The backup instruments.
+    pub fn backup(&self) -> BackupMetrics {
+        self.backup.clone()
     }
 
     /// Marks a request as started; the guard records it when finished.

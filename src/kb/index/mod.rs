@@ -67,9 +67,57 @@ pub struct Indexes {
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held by the applier for each round of work, and by a snapshot while it links files, so
+    /// a snapshot sees every index between two rounds.
+    round: Mutex<()>,
     /// Every change up to here is applied to every index: the log needs no scan below it.
     applied_upto: AtomicI64,
     metrics: KbMetrics,
+}
+
+/// Links every finished index file under `root` into the same place under `dest`, copying
+/// where a link is not possible. Index files are never rewritten in place (tantivy and the
+/// vector saves write new files and rename), so a link is a snapshot.
+pub fn snapshot_files(root: &Path, dest: &Path) -> Result<(), KbError> {
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = match entry {
+            Ok(e) => e,
+            // A folder removed meanwhile (a collection deleted) is simply not in the snapshot.
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(KbError::Internal(format!("cannot list the indexes: {e}"))),
+        };
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let target = dest.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| KbError::io("cannot create a snapshot folder", &e))?;
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        if !entry.file_type().is_file() || name.ends_with(".tmp") || name.ends_with(".lock") {
+            continue;
+        }
+        if let Err(e) = std::fs::hard_link(entry.path(), &target) {
+            match e.kind() {
+                std::io::ErrorKind::NotFound => continue,
+                _ => {
+                    if let Err(e) = std::fs::copy(entry.path(), &target)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        return Err(KbError::io("cannot copy an index file", &e));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One change of the log.
@@ -99,6 +147,7 @@ impl Indexes {
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             applier: Mutex::new(None),
+            round: Mutex::new(()),
             applied_upto: AtomicI64::new(0),
             metrics,
         };
@@ -251,6 +300,7 @@ impl Indexes {
             // Let the documents finishing now join this round: one text-index commit for
             // many of them instead of one each.
             std::thread::sleep(GATHER);
+            let _round = self.round.lock().unwrap_or_else(|e| e.into_inner());
             self.remove_dropped();
             if let Err(e) = self.apply_all(&store) {
                 tracing::warn!(error = %e, "cannot apply index changes; retrying");
@@ -279,6 +329,14 @@ impl Indexes {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted collection's indexes");
             }
         }
+    }
+
+    /// Links (or copies) every collection's saved index files into `dest`, between two rounds
+    /// of the applier: each index there holds the changes up to the one it records, and the
+    /// daemon replays the rest from the database when it opens them.
+    pub fn snapshot(&self, dest: &Path) -> Result<(), KbError> {
+        let _round = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot_files(&self.root, dest)
     }
 
     /// Stops the applier and saves every vector index.
