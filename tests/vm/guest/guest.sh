@@ -307,11 +307,12 @@ archives() {
 # backup_unit PROPERTY: a property of sparkbrain-backup.service.
 backup_unit() { systemctl show -P "$1" sparkbrain-backup.service; }
 backup_journal() { journalctl -u sparkbrain-backup.service --no-pager -o cat; }
-# wait_for_archive SECONDS: an archive is in the target and the run that made it has ended.
+# wait_for_archive SECONDS N: more than N archives are in the target and the run that made the
+# last one has ended.
 wait_for_archive() {
     local i
     for ((i = 0; i < $1; i++)); do
-        if [ -n "$(archives)" ] && [ "$(backup_unit ActiveState)" != activating ]; then
+        if [ "$(archives | wc -l)" -gt "$2" ] && [ "$(backup_unit ActiveState)" != activating ]; then
             return 0
         fi
         sleep 1
@@ -322,11 +323,6 @@ scenario_backup() {
 check "5. the backup service does nothing, successfully, while no target is configured" \
     systemctl start sparkbrain-backup.service
 backup_journal | tail -n 5
-# The data volume, opened and mounted here rather than by the daemon: it then stays mounted
-# when the daemon stops, for the backup without a daemon and for the restore.
-check "5. sparkbrain volume unlock data (key file)" sparkbrain volume unlock data </dev/null
-check "5. findmnt: /var/lib/sparkbrain is on $MAPPER" \
-    test "$(findmnt -n -o SOURCE /var/lib/sparkbrain)" = "$MAPPER"
 install -d -m 0700 "$BACKUP_DIR"
 (umask 077 && printf '%s\n' "$BACKUP_PASSPHRASE" >"$BACKUP_PASSPHRASE_FILE")
 cat >>"$CONFIG" <<CONF
@@ -344,13 +340,28 @@ mkdir -p /etc/systemd/system/sparkbrain-backup.timer.d
 printf '[Timer]\nOnActiveSec=5s\nRandomizedDelaySec=0\nAccuracySec=1s\n' \
     >/etc/systemd/system/sparkbrain-backup.timer.d/vm-test.conf
 systemctl daemon-reload
+# As an unattended appliance runs: the daemon unlocks the volume at start with its key file,
+# and mounts it in its own mount namespace (systemd/README.md), which the backup unit is not in.
+check "5. the service starts and unlocks the volume with its key file" systemctl start sparkbrain || journal
+check "5. and becomes ready" wait_ready 600 || journal
+check "5. sparkbrain-backup.service succeeds while the daemon holds the volume it unlocked itself" \
+    systemctl start sparkbrain-backup.service
+backup_journal | tail -n 5
+check "5. systemctl stop sparkbrain" systemctl stop sparkbrain
+check "5. sparkbrain volume lock data" sparkbrain volume lock data
+# From here on the volume is opened and mounted on the host rather than by the daemon: it then
+# stays mounted when the daemon stops, for the backup without a daemon and for the restore.
+check "5. sparkbrain volume unlock data (key file) on the host" sparkbrain volume unlock data </dev/null
+check "5. findmnt: /var/lib/sparkbrain is on $MAPPER" \
+    test "$(findmnt -n -o SOURCE /var/lib/sparkbrain)" = "$MAPPER"
 check "5. systemctl start sparkbrain" systemctl start sparkbrain || journal
 check "5. the service becomes ready" wait_ready 600 || journal
+local t rc name n triggered
+n=$(archives | wc -l)
 check "5. systemctl enable --now sparkbrain-backup.timer" systemctl enable --now sparkbrain-backup.timer
 systemctl list-timers --all --no-pager sparkbrain-backup.timer
-local t rc name n triggered
 t=$(now)
-wait_for_archive 120
+wait_for_archive 120 "$n"
 rc=$?
 check "5. the timer's backup lands in $BACKUP_DIR ($(awk -v a="$t" -v b="$(now)" 'BEGIN{printf "%.0f", b-a}') s after enabling it)" \
     test "$rc" = 0
