@@ -344,9 +344,12 @@ systemctl daemon-reload
 # and mounts it in its own mount namespace (systemd/README.md), which the backup unit is not in.
 check "5. the service starts and unlocks the volume with its key file" systemctl start sparkbrain || journal
 check "5. and becomes ready" wait_ready 600 || journal
-check "5. sparkbrain-backup.service succeeds while the daemon holds the volume it unlocked itself" \
+check "5. sparkbrain-backup.service exits 0 while the daemon holds the volume it unlocked itself" \
     systemctl start sparkbrain-backup.service
 backup_journal | tail -n 5
+record "# the unit said: $(backup_journal | grep -E 'backup written|error' | tail -n 1 | head -c 300)"
+archives | tail -n 1 >/job/backup-name
+host_step unattended
 check "5. systemctl stop sparkbrain" systemctl stop sparkbrain
 check "5. sparkbrain volume lock data" sparkbrain volume lock data
 # From here on the volume is opened and mounted on the host rather than by the daemon: it then
