@@ -87,7 +87,7 @@ lint-deb: deps fetch vm-deps
 vm-deps:
     bash scripts/install-vm-deps.sh
 
-# Install, API, encrypted volume (unlocked through the console in Chromium), errors and purge of the .deb in a Debian VM (root; QEMU TCG)
+# Install, API, encrypted volume (unlocked through the console in Chromium), errors, backups and restore, and purge of the .deb in a Debian VM (root; QEMU TCG)
 test-vm *DEB: deps vm-deps
     bash tests/vm/run.sh {{ DEB }}
 

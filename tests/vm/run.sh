@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the package in a Debian bookworm VM (QEMU, software emulation): install,
-# the API from the host, the encrypted data volume, clear errors, purge. One boot runs all
-# scenarios; tests/vm/guest/guest.sh is the guest's half, the host's checks are below.
+# the API from the host, the encrypted data volume, clear errors, backups and restore, purge.
+# One boot runs all scenarios; tests/vm/guest/guest.sh is the guest's half, the host's checks
+# are below.
 #
 #   tests/vm/run.sh [PATH/sparkbrain_*.deb]      (just test-vm; needs root)
 #
@@ -49,6 +50,7 @@ mkfs.ext4 -q -F "$job/fsdisk.img"
 rand() { od -An -N6 -tx1 /dev/urandom | tr -d ' \n'; }
 ADMIN_PASSWORD="vm-admin-pass-$(rand)"
 PASSPHRASE=vm-pass-1
+BACKUP_PASSPHRASE="vm-backup-pass-$(rand)"
 # Strings no disk holds by chance: one per indexed document.
 KNOWN_1="vmcanaryone$(rand)"
 KNOWN_2="vmcanarytwo$(rand)"
@@ -58,6 +60,7 @@ ADMIN_PASSWORD=$ADMIN_PASSWORD
 PASSPHRASE=$PASSPHRASE
 KNOWN_1=$KNOWN_1
 KNOWN_2=$KNOWN_2
+BACKUP_PASSPHRASE=$BACKUP_PASSPHRASE
 HOST_STEP_TIMEOUT=$HOST_STEP_TIMEOUT
 EOF
 # The package's own check, on the host: lintian must report no errors and no warnings.
@@ -183,11 +186,85 @@ host_locked() {
     fi
 }
 
+# snapshot PREFIX: the state a restore must bring back, into PREFIX.documents and PREFIX.users:
+# each document's id, file, content hash, status and chunk count, and the users' names.
+snapshot() {
+    api GET /api/v1/collections/vmtest/documents -H "$(auth)"
+    [[ "$CODE" == 200 ]] || return 1
+    jq -S '[.documents[] | {id, filename, sha256, status, chunks}]' <<<"$BODY" >"$1.documents" || return 1
+    api GET /api/v1/users -H "$(auth)"
+    [[ "$CODE" == 200 ]] || return 1
+    jq -S '[.[] | .name] | sort' <<<"$BODY" >"$1.users"
+}
+
+# Scenario 5, after the timer's backup: what the daemon says about it, and the state to restore.
+host_backup() {
+    local name metric
+    name="$(cat "$job/backup-name" 2>/dev/null)"
+    login
+    expect "5. admin signs in ($CODE)" test "$CODE" = 200
+    api GET /metrics -H "$(auth)"
+    metric="$(awk '$1 == "sparkbrain_backup_last_success_timestamp_seconds" { print $2 }' <<<"$BODY")"
+    expect "5. /metrics: sparkbrain_backup_last_success_timestamp_seconds ${metric:-missing} > 0" \
+        awk -v m="$metric" 'BEGIN { exit !(m != "" && m + 0 > 0) }'
+    grep -E '^sparkbrain_backup_' <<<"$BODY" | sed 's/^/# /' >>"$tap"
+    api GET /api/v1/backups -H "$(auth)"
+    expect "5. GET /api/v1/backups: last success is $name, encrypted, listed ($CODE: $(short))" \
+        jq -e --arg n "$name" '.last_success.name == $n and .encrypted == true and .running == false
+            and ([.backups[].name] | index($n)) != null' <<<"$BODY" >/dev/null
+    # The unit authenticates with the daemon's local token; the audit log names that caller as
+    # the local administrator, not as a user.
+    api GET '/api/v1/audit?action=backup.create' -H "$(auth)"
+    if jq -e --arg n "$name" '[.[] | select((.actor // "" | test("local"))
+            and .outcome == "allowed" and (.target // "" | contains($n)))] | length > 0' \
+        <<<"$BODY" >/dev/null 2>&1; then
+        ok "5. the audit log has backup.create by the local administrator naming the archive"
+    else
+        not_ok "5. the audit log has backup.create by the local administrator naming the archive ($CODE: $(short))"
+    fi
+    snapshot "$job/before"
+    expect "5. noted the documents ($(jq length "$job/before.documents" 2>/dev/null) in vmtest) and users before the restore" \
+        test -s "$job/before.documents" -a -s "$job/before.users"
+}
+
+# Scenario 5, after the backup unit ran while the daemon held the volume it unlocked itself:
+# the daemon made the newest archive (not the command on its own, on what the host sees).
+host_unattended() {
+    local name
+    name="$(cat "$job/backup-name" 2>/dev/null)"
+    login
+    api GET /api/v1/backups -H "$(auth)"
+    expect "5. the daemon made that backup, $name (GET /api/v1/backups: $CODE: $(short))" \
+        jq -e --arg n "$name" '$n != "" and .last_success.name == $n' <<<"$BODY" >/dev/null
+}
+
+# Scenario 5, after the restore onto a new file system: the same state.
+host_restored() {
+    local t=$SECONDS
+    wait_for 200 /readyz 300
+    expect "5. /readyz is 200 after the restore ($((SECONDS - t)) s)" test "$CODE" = 200
+    login
+    expect "5. admin signs in with the restored password ($CODE)" test "$CODE" = 200
+    snapshot "$job/after"
+    expect "5. the same documents are back ($(jq -c '[.[] | .status]' "$job/after.documents" 2>/dev/null))" \
+        bash -c 'test -s "$1.documents" && cmp -s "$1.documents" "$2.documents"' _ "$job/before" "$job/after"
+    expect "5. the same users are back ($(jq -c . "$job/after.users" 2>/dev/null))" \
+        bash -c 'test -s "$1.users" && cmp -s "$1.users" "$2.users"' _ "$job/before" "$job/after"
+    if search_finds "$KNOWN_2"; then
+        ok "5. search finds the known string in the restored indexes"
+    else
+        not_ok "5. search finds the known string in the restored indexes ($CODE: $(short))"
+    fi
+}
+
 run_step() {
     case "$1" in
     index-1) host_index 2 "$KNOWN_1" ;;
     index-2) host_index 3 "$KNOWN_2" ;;
     locked) host_locked ;;
+    unattended) host_unattended ;;
+    backup) host_backup ;;
+    restored) host_restored ;;
     *) not_ok "unknown host step $1" ;;
     esac
 }
@@ -274,6 +351,6 @@ rm -f "$job/datadisk.img" "$job/fsdisk.img" "$job/sparkbrain.deb"
 
 passed=$(grep -c '^ok - ' "$tap")
 failed=$(grep -c '^not ok - ' "$tap")
-echo "# VM wall time: ${vm_wall} s; logs: $job (guest.log, serial.log, doctor.txt, security.txt, lintian.txt)"
+echo "# VM wall time: ${vm_wall} s; logs: $job (guest.log, serial.log, doctor.txt, security*.txt, lintian.txt)"
 echo "$passed passed, $failed failed"
 ((failed == 0))

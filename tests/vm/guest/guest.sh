@@ -123,8 +123,12 @@ check "1. completions and man page installed" test -f /usr/share/bash-completion
     -a -f /usr/share/man/man1/sparkbrain.1.gz
 check "1. the service is not enabled by the install" bash -c '! systemctl is-enabled --quiet sparkbrain'
 check "1. the service is not started by the install" bash -c '! systemctl is-active --quiet sparkbrain'
+check "1. the backup timer is not enabled by the install" bash -c '! systemctl is-enabled --quiet sparkbrain-backup.timer'
+check "1. the backup timer is not started by the install" bash -c '! systemctl is-active --quiet sparkbrain-backup.timer'
 # --man=no: the image has no man-db to look the Documentation= page up with.
 check "1. systemd-analyze verify sparkbrain.service" systemd-analyze verify --man=no sparkbrain.service
+check "1. systemd-analyze verify sparkbrain-backup.service and .timer" \
+    systemd-analyze verify --man=no sparkbrain-backup.service sparkbrain-backup.timer
 write_config ""
 t=$(now)
 check "1. systemctl enable --now sparkbrain" systemctl enable --now sparkbrain
@@ -133,6 +137,10 @@ check "1. systemctl is-active sparkbrain" systemctl is-active sparkbrain
 systemd-analyze security --no-pager sparkbrain >/job/security.txt 2>&1
 score=$(sed -n 's/.*Overall exposure level for sparkbrain.service: \([0-9.]*\).*/\1/p' /job/security.txt)
 check "1. systemd-analyze security sparkbrain: ${score:-no score} (at most 3.0)" \
+    awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 3.0) }'
+systemd-analyze security --no-pager sparkbrain-backup >/job/security-backup.txt 2>&1
+score=$(sed -n 's/.*Overall exposure level for sparkbrain-backup.service: \([0-9.]*\).*/\1/p' /job/security-backup.txt)
+check "1. systemd-analyze security sparkbrain-backup: ${score:-no score} (at most 3.0)" \
     awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 3.0) }'
 sparkbrain doctor >/job/doctor.txt 2>&1
 rc=$?
@@ -285,8 +293,145 @@ else
     not_ok "4. sparkbrain has a volume command"
 fi
 
-# ---- 5. purge -------------------------------------------------------------------------------------
-begin 5 "apt purge keeps the volume"
+# ---- 5. backups -----------------------------------------------------------------------------------
+# The daily timer, shortened by a drop-in, makes an encrypted backup through the running daemon;
+# the data volume's file system is then made anew and the backup restored into it.
+BACKUP_DIR=/var/backups/sparkbrain
+BACKUP_PASSPHRASE_FILE=/etc/sparkbrain/backup.passphrase
+# archives: the backup archives in the target, oldest first (the names hold the UTC time).
+# Only finished names: whatever a run writes before its archive is complete does not count.
+archives() {
+    find "$BACKUP_DIR" -maxdepth 1 -regextype posix-extended \
+        -regex '.*/sparkbrain-[0-9]{8}T[0-9]{6}Z\.tar\.zst(\.age)?' -printf '%f\n' 2>/dev/null | sort
+}
+# backup_unit PROPERTY: a property of sparkbrain-backup.service.
+backup_unit() { systemctl show -P "$1" sparkbrain-backup.service; }
+backup_journal() { journalctl -u sparkbrain-backup.service --no-pager -o cat; }
+# wait_for_archive SECONDS N: more than N archives are in the target and the run that made the
+# last one has ended.
+wait_for_archive() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        if [ "$(archives | wc -l)" -gt "$2" ] && [ "$(backup_unit ActiveState)" != activating ]; then
+            return 0
+        fi
+        sleep 1
+    done
+    return 1
+}
+scenario_backup() {
+check "5. the backup service does nothing, successfully, while no target is configured" \
+    systemctl start sparkbrain-backup.service
+backup_journal | tail -n 5
+install -d -m 0700 "$BACKUP_DIR"
+(umask 077 && printf '%s\n' "$BACKUP_PASSPHRASE" >"$BACKUP_PASSPHRASE_FILE")
+cat >>"$CONFIG" <<CONF
+[backup]
+target = "$BACKUP_DIR"
+passphrase_file = "$BACKUP_PASSPHRASE_FILE"
+CONF
+check "5. the configuration with [backup] is valid" sparkbrain config check
+# The daemon writes a local target itself; its sandbox writes nothing else but the data
+# directory and /etc/sparkbrain (systemd/README.md).
+mkdir -p /etc/systemd/system/sparkbrain.service.d
+printf '[Service]\nReadWritePaths=%s\n' "$BACKUP_DIR" >/etc/systemd/system/sparkbrain.service.d/backup-target.conf
+# The timer, due 5 s after it starts instead of daily.
+mkdir -p /etc/systemd/system/sparkbrain-backup.timer.d
+printf '[Timer]\nOnActiveSec=5s\nRandomizedDelaySec=0\nAccuracySec=1s\n' \
+    >/etc/systemd/system/sparkbrain-backup.timer.d/vm-test.conf
+systemctl daemon-reload
+# As an unattended appliance runs: the daemon unlocks the volume at start with its key file,
+# and mounts it in its own mount namespace (systemd/README.md), which the backup unit is not in.
+check "5. the service starts and unlocks the volume with its key file" systemctl start sparkbrain || journal
+check "5. and becomes ready" wait_ready 600 || journal
+check "5. sparkbrain-backup.service exits 0 while the daemon holds the volume it unlocked itself" \
+    systemctl start sparkbrain-backup.service
+backup_journal | tail -n 5
+record "# the unit said: $(backup_journal | grep -E 'backup written|error' | tail -n 1 | head -c 300)"
+archives | tail -n 1 >/job/backup-name
+host_step unattended
+check "5. systemctl stop sparkbrain" systemctl stop sparkbrain
+check "5. sparkbrain volume lock data" sparkbrain volume lock data
+# From here on the volume is opened and mounted on the host rather than by the daemon: it then
+# stays mounted when the daemon stops, for the backup without a daemon and for the restore.
+check "5. sparkbrain volume unlock data (key file) on the host" sparkbrain volume unlock data </dev/null
+check "5. findmnt: /var/lib/sparkbrain is on $MAPPER" \
+    test "$(findmnt -n -o SOURCE /var/lib/sparkbrain)" = "$MAPPER"
+check "5. systemctl start sparkbrain" systemctl start sparkbrain || journal
+check "5. the service becomes ready" wait_ready 600 || journal
+local t rc name n triggered
+n=$(archives | wc -l)
+check "5. systemctl enable --now sparkbrain-backup.timer" systemctl enable --now sparkbrain-backup.timer
+systemctl list-timers --all --no-pager sparkbrain-backup.timer
+t=$(now)
+wait_for_archive 120 "$n"
+rc=$?
+check "5. the timer's backup lands in $BACKUP_DIR ($(awk -v a="$t" -v b="$(now)" 'BEGIN{printf "%.0f", b-a}') s after enabling it)" \
+    test "$rc" = 0
+ls -l "$BACKUP_DIR"
+name=$(archives | tail -n 1)
+echo "$name" >/job/backup-name
+triggered=$(systemctl show -P LastTriggerUSec sparkbrain-backup.timer)
+check "5. the timer started the backup (last trigger: ${triggered:-none})" \
+    test -n "$triggered" -a "$triggered" != n/a
+check "5. the archive's name is sparkbrain-<UTC time>.tar.zst.age: $name" \
+    grep -qE '^sparkbrain-[0-9]{8}T[0-9]{6}Z\.tar\.zst\.age$' <<<"$name"
+check "5. the archive is encrypted with age" \
+    bash -c "head -c 21 '$BACKUP_DIR/$name' | grep -qx 'age-encryption.org/v1'"
+record "# archive $name: $(stat -c '%s bytes, mode %a, owner %U' "$BACKUP_DIR/$name")"
+backup_journal | tail -n 20
+check "5. sparkbrain-backup.service succeeded (Result $(backup_unit Result), exit status $(backup_unit ExecMainStatus))" \
+    test "$(backup_unit Result):$(backup_unit ExecMainStatus)" = success:0
+check "5. its journal names the archive" bash -c "journalctl -u sparkbrain-backup.service -o cat | grep -qF '$name'"
+check "5. sparkbrain backup list shows it" bash -c "sparkbrain backup list | grep -qF '$name'"
+check "5. sparkbrain backup verify with the passphrase file" \
+    sparkbrain backup verify "$BACKUP_DIR/$name" --passphrase-file "$BACKUP_PASSPHRASE_FILE"
+# Metrics, the backups route and the audit log, over the forwarded port; the host also notes
+# the documents and users that the restore must bring back.
+host_step backup
+check "5. systemctl stop sparkbrain" systemctl stop sparkbrain
+# The same unit with the daemon stopped: the command makes the backup itself, and the unit does
+# not start the daemon again.
+n=$(archives | wc -l)
+check "5. sparkbrain-backup.service with the daemon stopped (in-process)" systemctl start sparkbrain-backup.service
+backup_journal | tail -n 5
+check "5. it added an archive ($n before, $(archives | wc -l) after)" test "$(archives | wc -l)" -gt "$n"
+check "5. and left the daemon stopped" bash -c '! systemctl is-active --quiet sparkbrain'
+check "5. sparkbrain backup verify of that archive" \
+    sparkbrain backup verify "$BACKUP_DIR/$(archives | tail -n 1)" --passphrase-file "$BACKUP_PASSPHRASE_FILE"
+# Lose everything: a new, empty file system on the opened volume.
+check "5. unmount the data volume" umount /var/lib/sparkbrain
+check "5. mkfs.ext4 on $MAPPER: the data is gone" mkfs.ext4 -q -F "$MAPPER"
+check "5. mount the empty file system on /var/lib/sparkbrain" mount "$MAPPER" /var/lib/sparkbrain
+chmod 0700 /var/lib/sparkbrain
+check "5. nothing of the store is left ($(ls -A /var/lib/sparkbrain | tr '\n' ' '))" \
+    test ! -e /var/lib/sparkbrain/sparkbrain.db
+t=$(now)
+check "5. sparkbrain backup restore of the timer's archive --passphrase-file --yes" \
+    sparkbrain backup restore "$BACKUP_DIR/$name" --passphrase-file "$BACKUP_PASSPHRASE_FILE" --yes
+record "# restore took $(awk -v a="$t" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s"
+ls -la /var/lib/sparkbrain
+check "5. systemctl start sparkbrain after the restore" systemctl start sparkbrain || journal 80
+check "5. the service becomes ready" wait_ready 600 || journal 80
+# Same documents, same users, the admin signs in, search finds the known string.
+host_step restored
+# Leave things as scenario 6 expects them: daemon stopped, volume locked. The timer stays
+# enabled, for purge to show that it forgets it.
+check "5. systemctl stop sparkbrain" systemctl stop sparkbrain
+check "5. sparkbrain volume lock data" sparkbrain volume lock data
+}
+
+begin 5 "backups: the daily timer, a backup through the daemon and one without, restore onto a new file system"
+if ! sparkbrain backup --help >/dev/null 2>&1; then
+    not_ok "5. sparkbrain has a backup command"
+elif ! cryptsetup isLuks "$DATA_DISK"; then
+    not_ok "5. the data volume from scenario 3 is there (the backup scenario restores into it)"
+else
+    scenario_backup
+fi
+
+# ---- 6. purge -------------------------------------------------------------------------------------
+begin 6 "apt purge keeps the volume"
 if ! cryptsetup isLuks "$DATA_DISK"; then
     # Scenario 3 made no volume; make one by hand so that purge is still checked against a
     # LUKS volume holding the known string.
@@ -302,25 +447,28 @@ if ! cryptsetup isLuks "$DATA_DISK"; then
 fi
 mountpoint -q /var/lib/sparkbrain && umount /var/lib/sparkbrain
 kept=$(ls -A /var/lib/sparkbrain 2>/dev/null | wc -l)
-check "5. apt-get purge sparkbrain" env DEBIAN_FRONTEND=noninteractive apt-get purge -y sparkbrain
-check "5. the package is gone" bash -c '! dpkg-query -W -f="\${Status}" sparkbrain 2>/dev/null | grep -q installed'
-check "5. /usr/bin/sparkbrain is gone" test ! -e /usr/bin/sparkbrain
-check "5. /etc/sparkbrain is gone" test ! -e /etc/sparkbrain
+check "6. apt-get purge sparkbrain" env DEBIAN_FRONTEND=noninteractive apt-get purge -y sparkbrain
+check "6. the package is gone" bash -c '! dpkg-query -W -f="\${Status}" sparkbrain 2>/dev/null | grep -q installed'
+check "6. /usr/bin/sparkbrain is gone" test ! -e /usr/bin/sparkbrain
+check "6. /etc/sparkbrain is gone" test ! -e /etc/sparkbrain
+check "6. the backup timer is stopped" bash -c '! systemctl is-active --quiet sparkbrain-backup.timer'
+check "6. and no longer enabled (timers.target.wants link removed)" \
+    test ! -e /etc/systemd/system/timers.target.wants/sparkbrain-backup.timer -a ! -L /etc/systemd/system/timers.target.wants/sparkbrain-backup.timer
 if [ "$kept" -gt 0 ]; then
-    check "5. /var/lib/sparkbrain on the root file system, not empty, is kept" test -f /var/lib/sparkbrain/sparkbrain.db
+    check "6. /var/lib/sparkbrain on the root file system, not empty, is kept" test -f /var/lib/sparkbrain/sparkbrain.db
 else
-    check "5. /var/lib/sparkbrain on the root file system, empty, is removed" test ! -e /var/lib/sparkbrain
+    check "6. /var/lib/sparkbrain on the root file system, empty, is removed" test ! -e /var/lib/sparkbrain
 fi
-check "5. the LUKS header on the data disk is intact" cryptsetup isLuks "$DATA_DISK"
+check "6. the LUKS header on the data disk is intact" cryptsetup isLuks "$DATA_DISK"
 if [ -e "$MAPPER" ]; then
     umount "$MAPPER" 2>/dev/null
     cryptsetup close sparkbrain-data
 fi
-check "5. the volume opens with its passphrase" \
+check "6. the volume opens with its passphrase" \
     bash -c "printf '%s' \"\$PASSPHRASE\" | cryptsetup open --key-file - '$DATA_DISK' check-data"
 mkdir -p /mnt/check
-check "5. and mounts" mount -o ro /dev/mapper/check-data /mnt/check
-check "5. and holds the data (the known string is in its files)" grep -rqa -- "$KNOWN_2" /mnt/check
+check "6. and mounts" mount -o ro /dev/mapper/check-data /mnt/check
+check "6. and holds the data (the known string is in its files)" grep -rqa -- "$KNOWN_2" /mnt/check
 umount /mnt/check
 cryptsetup close check-data
 end_scenario
