@@ -331,10 +331,8 @@ target = "$BACKUP_DIR"
 passphrase_file = "$BACKUP_PASSPHRASE_FILE"
 CONF
 check "5. the configuration with [backup] is valid" sparkbrain config check
-# The daemon writes a local target itself; its sandbox writes nothing else but the data
-# directory and /etc/sparkbrain (systemd/README.md).
-mkdir -p /etc/systemd/system/sparkbrain.service.d
-printf '[Service]\nReadWritePaths=%s\n' "$BACKUP_DIR" >/etc/systemd/system/sparkbrain.service.d/backup-target.conf
+# The daemon writes the local target itself: its unit lets it write /var/backups/sparkbrain
+# (systemd/README.md), no drop-in needed.
 # The timer, due 5 s after it starts instead of daily.
 mkdir -p /etc/systemd/system/sparkbrain-backup.timer.d
 printf '[Timer]\nOnActiveSec=5s\nRandomizedDelaySec=0\nAccuracySec=1s\n' \
