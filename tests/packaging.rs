@@ -1,11 +1,18 @@
-//! The systemd unit the package installs: its sandbox must keep `systemd-analyze security`'s
-//! exposure score at 3.0 or below, and the hardening must not drop what the daemon relies on.
+//! The systemd units the package installs: their sandboxes must keep `systemd-analyze
+//! security`'s exposure score at 3.0 or below, and the hardening must not drop what the daemon
+//! relies on.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn unit_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/sparkbrain.service")
+    unit("sparkbrain.service")
+}
+
+fn unit(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(name)
 }
 
 /// The exposure score from `systemd-analyze security`'s last line,
@@ -22,13 +29,13 @@ fn overall_exposure(output: &str) -> Option<f64> {
         .ok()
 }
 
-#[test]
-fn unit_exposure_is_at_most_3() {
+/// Fails unless the unit's exposure score is 3.0 or below.
+fn assert_exposure_at_most_3(unit: &std::path::Path) {
     // systemd-analyze takes the threshold in tenths on its internal 0-100 scale (systemd 252
     // rejects "3.0"), so 30 is the score 3.0; the command exits non-zero above it.
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=30", "--no-pager"])
-        .arg(unit_path())
+        .arg(unit)
         .output()
         .expect("systemd-analyze (package systemd) must be installed to check the unit");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -43,6 +50,36 @@ fn unit_exposure_is_at_most_3() {
         out.status.success(),
         "systemd-analyze failed ({}) although the score is {score}:\n{stdout}\n{stderr}",
         out.status
+    );
+}
+
+#[test]
+fn unit_exposure_is_at_most_3() {
+    assert_exposure_at_most_3(&unit_path());
+}
+
+#[test]
+fn backup_unit_exposure_is_at_most_3() {
+    assert_exposure_at_most_3(&unit("sparkbrain-backup.service"));
+}
+
+#[test]
+fn the_backup_timer_runs_daily_and_catches_up_after_downtime() {
+    let text = std::fs::read_to_string(unit("sparkbrain-backup.timer")).unwrap();
+    for line in [
+        "OnCalendar=daily",
+        "Persistent=true",
+        "WantedBy=timers.target",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim() == line),
+            "{line} missing:\n{text}"
+        );
+    }
+    let service = std::fs::read_to_string(unit("sparkbrain-backup.service")).unwrap();
+    assert!(
+        service.contains("ExecStart=/usr/bin/sparkbrain backup create --scheduled"),
+        "{service}"
     );
 }
 
