@@ -6,12 +6,33 @@ makes each original a tight cluster of near-equal copies, where "the exact top 1
 arbitrary pick and no approximate index can find it.) The copies are logged in index_changes,
 so the daemon's next start replays them into the indexes.
 
-usage: grow.py DB COLLECTION TARGET"""
-import hashlib, sqlite3, sys, time
+With BLOBS (the data directory's blobs/ folder) each copy also gets its own original file, the
+original's bytes plus the copy marker, stored under its SHA-256 as the daemon stores uploads:
+what a backup of the grown collection has to carry.
+
+usage: grow.py DB COLLECTION TARGET [BLOBS]"""
+import hashlib, os, sqlite3, sys, time
 
 import numpy as np
 
 db, name, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+blobs = sys.argv[4] if len(sys.argv) > 4 else None
+
+
+def blob_path(sha):
+    return os.path.join(blobs, sha[:2], sha[2:4], sha)
+
+
+def copy_blob(sha, copy):
+    """Stores the original's bytes plus a marker; returns the copy's SHA-256 and size."""
+    with open(blob_path(sha), "rb") as f:
+        data = f.read() + f"\n~copy{copy}\n".encode()
+    new = hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.dirname(blob_path(new)), exist_ok=True)
+    with open(blob_path(new), "wb") as f:
+        f.write(data)
+    return new, len(data)
+
 con = sqlite3.connect(db)
 con.execute("PRAGMA synchronous=OFF")
 (cid,) = con.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
@@ -40,10 +61,14 @@ while have < target:
             break
         copy += 1
         rows = chunks.get(doc, [])
+        if blobs:
+            copy_sha, copy_size = copy_blob(sha, copy)
+        else:
+            copy_sha, copy_size = hashlib.sha256(f"{sha}{copy}".encode()).hexdigest(), size
         cur = con.execute(
             "INSERT INTO documents (collection_id, filename, format, size, sha256, status, chunks, uploaded_by, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, 'embedding', ?, ?, ?, ?)",
-            (cid, f"{filename}~copy{copy}", fmt, size, hashlib.sha256(f"{sha}{copy}".encode()).hexdigest(), len(rows), by, now, now),
+            (cid, f"{filename}~copy{copy}", fmt, copy_size, copy_sha, len(rows), by, now, now),
         )
         new = cur.lastrowid
         for seq, text, heading, ps, pe, cs, ce, vec in rows:

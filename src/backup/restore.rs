@@ -88,17 +88,13 @@ pub fn restore(
         data: &new,
         system: &system,
         system_files: Vec::new(),
+        made: std::collections::HashSet::new(),
+        blobs: std::collections::HashSet::new(),
+        buf: vec![0u8; 256 * 1024],
     };
     let read = archive::read_archive(archive, &options.key, &mut sink).and_then(|(h, _, _)| {
-        archive::check_database(&new.join(DB_FILE), |sha| {
-            sha.len() == 64
-                && new
-                    .join("blobs")
-                    .join(&sha[..2])
-                    .join(&sha[2..4])
-                    .join(sha)
-                    .is_file()
-        })?;
+        let blobs = &sink.blobs;
+        archive::check_database(&new.join(DB_FILE), false, |sha| blobs.contains(sha))?;
         Ok(h)
     });
     let system_files = std::mem::take(&mut sink.system_files);
@@ -136,6 +132,11 @@ struct ExtractSink<'a> {
     data: &'a Path,
     system: &'a Path,
     system_files: Vec<String>,
+    /// Folders made so far: a knowledge base has a hundred thousand blobs in a few thousand.
+    made: std::collections::HashSet<PathBuf>,
+    /// Names of the blobs unpacked, for the check that every document has its file.
+    blobs: std::collections::HashSet<String>,
+    buf: Vec<u8>,
 }
 
 impl MemberSink for ExtractSink<'_> {
@@ -147,6 +148,9 @@ impl MemberSink for ExtractSink<'_> {
     ) -> Result<(), BackupError> {
         // Paths were checked by the reader: relative, no `..`, under data/ or system/.
         let (root, rel) = if let Some(rel) = path.strip_prefix(DATA_PREFIX) {
+            if let Some(blob) = rel.strip_prefix("blobs/").and_then(|b| b.rsplit('/').next()) {
+                self.blobs.insert(blob.to_string());
+            }
             (self.data, rel)
         } else if let Some(rel) = path.strip_prefix(SYSTEM_PREFIX) {
             self.system_files.push(rel.to_string());
@@ -155,9 +159,12 @@ impl MemberSink for ExtractSink<'_> {
             return Err(BackupError::Corrupt(format!("unexpected member {path}")));
         };
         let dest = root.join(rel);
-        if let Some(parent) = dest.parent() {
+        if let Some(parent) = dest.parent()
+            && !self.made.contains(parent)
+        {
             std::fs::create_dir_all(parent)
                 .map_err(|e| BackupError::io_at("cannot create", parent, e))?;
+            self.made.insert(parent.to_path_buf());
         }
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -165,15 +172,14 @@ impl MemberSink for ExtractSink<'_> {
             .mode(0o600)
             .open(&dest)
             .map_err(|e| BackupError::io_at("cannot write", &dest, e))?;
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = content
-                .read(&mut buf)
+                .read(&mut self.buf)
                 .map_err(|e| BackupError::Corrupt(format!("cannot read member {path}: {e}")))?;
             if n == 0 {
                 break;
             }
-            out.write_all(&buf[..n])
+            out.write_all(&self.buf[..n])
                 .map_err(|e| BackupError::io_at("cannot write", &dest, e))?;
         }
         Ok(())
