@@ -148,7 +148,10 @@ impl MemberSink for ExtractSink<'_> {
     ) -> Result<(), BackupError> {
         // Paths were checked by the reader: relative, no `..`, under data/ or system/.
         let (root, rel) = if let Some(rel) = path.strip_prefix(DATA_PREFIX) {
-            if let Some(blob) = rel.strip_prefix("blobs/").and_then(|b| b.rsplit('/').next()) {
+            if let Some(blob) = rel
+                .strip_prefix("blobs/")
+                .and_then(|b| b.rsplit('/').next())
+            {
                 self.blobs.insert(blob.to_string());
             }
             (self.data, rel)
