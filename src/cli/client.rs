@@ -135,7 +135,9 @@ impl Daemon {
         }
         let path = config.data_dir.join(crate::auth::LOCAL_TOKEN_FILE);
         let runtime = Path::new(RUNTIME_DIR).join(crate::auth::LOCAL_TOKEN_RUNTIME_FILE);
-        let key = std::fs::read_to_string(&path).or_else(|_| std::fs::read_to_string(&runtime)).map_err(|e| {
+        // The runtime directory first: under systemd it is the running daemon's, while the data
+        // directory the host sees may be a stale folder under a volume mounted elsewhere.
+        let key = std::fs::read_to_string(&runtime).or_else(|_| std::fs::read_to_string(&path)).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read the daemon's local token {} ({e}): run this as root, or set {API_KEY_ENV} to an admin's API key",
                 path.display()
