@@ -224,8 +224,10 @@ impl KnowledgeBase {
 
     /// Marks the oldest queued document as extracting and returns it.
     async fn claim(&self) -> Result<Option<Job>, KbError> {
+        // Unsynced: a claim lost to a power cut leaves the document queued, which is where a
+        // restart puts an interrupted one anyway.
         self.store
-            .run(|conn| -> Result<Option<Job>, KbError> {
+            .run_unsynced(|conn| -> Result<Option<Job>, KbError> {
                 let row = conn
                     .query_row(
                         "UPDATE documents SET status = 'extracting', updated_at = ?1
@@ -330,9 +332,10 @@ impl KnowledgeBase {
         self.observe("chunk", started);
 
         let id = job.id;
+        // Unsynced, like the claim: the stored chunks' commit that follows is flushed.
         let _ = self
             .store
-            .run(move |conn| -> Result<(), KbError> {
+            .run_unsynced(move |conn| -> Result<(), KbError> {
                 conn.execute(
                     "UPDATE documents SET status = 'embedding', updated_at = ?2
                      WHERE id = ?1 AND status = 'extracting'",
