@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `just bench-kb`: the knowledge base's speed, each figure beside its baseline.
-#   1. Ingestion: chunks/s from upload to indexed over the Vaswani corpus (11,429 documents),
-#      against the embedding model's raw batch throughput (onnxruntime in process, batches of 32)
+#   1. Ingestion: chunks/s from upload to indexed over the Vaswani corpus (11,429 documents,
+#      uploaded by `sparkbrain ingest` with 8 uploads in flight), against the embedding model's raw batch throughput (onnxruntime in process, batches of 32)
 #      on the same texts.
 #   2. Search latency p50/p99 per mode (text, vector, hybrid), in process and over HTTP, at each
 #      size of KB_BENCH_SIZES (default 10000 100000 1000000 chunks; the corpus is grown by
@@ -54,7 +54,7 @@ if [[ -n "${KB_BENCH_SKIP_INGEST:-}" ]]; then
   stop
 else
 echo "== 1. ingestion" >&2
-ingest=$(python3 "$repo/benches/kb/ingest.py" "$base" "$key" vaswani "$shared/data/retrieval/vaswani/corpus/doc-text.trec")
+ingest=$(python3 "$repo/benches/kb/ingest.py" "$bin" "$config" "$base" "$key" vaswani "$shared/data/retrieval/vaswani/corpus/doc-text.trec" "$work")
 stop
 python3 - "$work/data/sparkbrain.db" "$work/texts.json" <<'PY'
 import json, sqlite3, sys
