@@ -468,15 +468,6 @@ impl Indexes {
         // Vector inserts are gathered so a large replay spreads them over threads; a removal
         // first flushes what was gathered, keeping the log's order.
         let mut pending: Vec<ChunkRow> = Vec::new();
-        let flush = |pending: &mut Vec<ChunkRow>| -> Result<(), KbError> {
-            let items: Vec<(u64, &[f32])> = pending
-                .iter()
-                .map(|c| (c.id, c.vector.as_slice()))
-                .collect();
-            index.vectors.add(&items).map_err(KbError::Internal)?;
-            pending.clear();
-            Ok(())
-        };
         for Loaded { change, chunks } in batch {
             if change.add {
                 if change.seq > text_from {
@@ -500,7 +491,7 @@ impl Indexes {
                         .map_err(KbError::Internal)?;
                 }
                 if change.seq > vector_from {
-                    flush(&mut pending)?;
+                    add_vectors(index, &mut pending)?;
                     index
                         .vectors
                         .remove(&change.chunk_ids)
@@ -508,7 +499,7 @@ impl Indexes {
                 }
             }
         }
-        flush(&mut pending)?;
+        add_vectors(index, &mut pending)?;
         if last > text_from {
             index.text.commit(last).map_err(KbError::Internal)?;
             index.text_applied.store(last, Ordering::Release);
@@ -613,6 +604,9 @@ fn rebuild(
             .collect::<rusqlite::Result<_>>()?
     };
     let mut count = 0usize;
+    // Vectors are added a batch of documents at a time: a document often has one chunk, and
+    // only a large add is spread over every core.
+    let mut pending: Vec<ChunkRow> = Vec::new();
     for document in documents {
         let chunks = chunk_rows(conn, document)?;
         count += chunks.len();
@@ -625,11 +619,13 @@ fn rebuild(
                 .map_err(KbError::Internal)?;
         }
         if vectors {
-            let items: Vec<(u64, &[f32])> =
-                chunks.iter().map(|c| (c.id, c.vector.as_slice())).collect();
-            index.vectors.add(&items).map_err(KbError::Internal)?;
+            pending.extend(chunks);
+            if pending.len() >= BATCH as usize {
+                add_vectors(index, &mut pending)?;
+            }
         }
     }
+    add_vectors(index, &mut pending)?;
     if text {
         index.text.commit(compacted).map_err(KbError::Internal)?;
         index.text_applied.store(compacted, Ordering::Release);
@@ -645,6 +641,21 @@ fn rebuild(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt"
     );
+    Ok(())
+}
+
+/// Adds the gathered chunks' vectors in one call, so a large add is spread over threads, and
+/// empties the list.
+fn add_vectors(index: &CollectionIndex, pending: &mut Vec<ChunkRow>) -> Result<(), KbError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<(u64, &[f32])> = pending
+        .iter()
+        .map(|c| (c.id, c.vector.as_slice()))
+        .collect();
+    index.vectors.add(&items).map_err(KbError::Internal)?;
+    pending.clear();
     Ok(())
 }
 
