@@ -16,7 +16,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 vendor="${VENDOR_DIR:-$repo/vendor}"
 shared="${SHARED_DIR:-$repo/../shared}"
 sizes="${KB_BENCH_SIZES:-10000 100000 1000000}"
-scalar="${KB_BENCH_SCALAR:-f32}"
+scalar="${KB_BENCH_SCALAR:-bf16}"
 # The knowledge base wants the embedding model in "fast" mode: "compact" (the default, for a
 # small idle footprint) adds ~50 ms to every run, which a one-sentence query embedding feels.
 memory_mode="${KB_BENCH_MEMORY_MODE:-fast}"
