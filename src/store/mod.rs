@@ -145,7 +145,7 @@ impl Store {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(StoreError::from)?;
             let result = f(conn);
-            // Restored whatever `f` did: every other commit is flushed.
+            // Put back whether `f` succeeded or not: every other commit is flushed.
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(StoreError::from)?;
             result
