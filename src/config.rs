@@ -294,8 +294,13 @@ pub struct KbConfig {
     pub hnsw_connectivity: usize,
     /// HNSW candidate list size while adding.
     pub hnsw_expansion_add: usize,
-    /// HNSW candidate list size while searching.
+    /// HNSW candidate list size while searching, at least.
     pub hnsw_expansion_search: usize,
+    /// Most HNSW candidates recall calibration may choose while searching.
+    pub hnsw_expansion_search_max: usize,
+    /// Recall@10 against exact search that each vector index is calibrated to; 0 turns
+    /// calibration off.
+    pub vector_recall_target: f64,
     /// Full-text language of new collections.
     pub default_language: String,
     /// Reciprocal-rank fusion constant.
@@ -914,6 +919,21 @@ impl Config {
                     "{} is more than half of kb.chunk_tokens ({}): chunks would repeat more than they add",
                     self.kb.chunk_overlap_tokens, self.kb.chunk_tokens
                 ),
+            ));
+        }
+        if self.kb.hnsw_expansion_search_max < self.kb.hnsw_expansion_search {
+            return Err((
+                "kb.hnsw_expansion_search_max",
+                format!(
+                    "{} is less than kb.hnsw_expansion_search ({})",
+                    self.kb.hnsw_expansion_search_max, self.kb.hnsw_expansion_search
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.kb.vector_recall_target) {
+            return Err((
+                "kb.vector_recall_target",
+                "must be between 0 (calibration off) and 1, e.g. 0.95".to_string(),
             ));
         }
         if crate::kb::Language::parse(&self.kb.default_language).is_none() {

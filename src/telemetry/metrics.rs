@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The daemon's metrics registry and the HTTP instruments.
@@ -64,6 +64,10 @@ pub struct KbMetrics {
     pub documents_failed: IntCounterVec,
     /// Time per document in each pipeline stage.
     pub stage_seconds: HistogramVec,
+    /// Recall@10 against exact search each collection's vector index last measured.
+    pub vector_recall: GaugeVec,
+    /// Search candidate list size each collection's vector index uses.
+    pub vector_expansion: IntGaugeVec,
 }
 
 impl KbMetrics {
@@ -103,12 +107,30 @@ impl KbMetrics {
             &["stage"],
         )?;
         registry.register(Box::new(stage_seconds.clone()))?;
+        let vector_recall = GaugeVec::new(
+            Opts::new(
+                "sparkbrain_kb_vector_recall",
+                "Recall@10 against exact search a collection's vector index measured at its last calibration.",
+            ),
+            &["collection"],
+        )?;
+        registry.register(Box::new(vector_recall.clone()))?;
+        let vector_expansion = IntGaugeVec::new(
+            Opts::new(
+                "sparkbrain_kb_vector_expansion_search",
+                "Search candidate list size a collection's vector index uses.",
+            ),
+            &["collection"],
+        )?;
+        registry.register(Box::new(vector_expansion.clone()))?;
         Ok(KbMetrics {
             documents,
             chunks_indexed,
             documents_indexed,
             documents_failed,
             stage_seconds,
+            vector_recall,
+            vector_expansion,
         })
     }
 }

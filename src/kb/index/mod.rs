@@ -18,13 +18,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub use text::TextIndex;
-pub use vector::{VectorIndex, VectorSettings};
+pub use vector::{Calibration, VectorIndex, VectorSettings};
 
 use super::chunk::indexed_text;
 use super::{KbError, Language};
 use crate::config::KbConfig;
 use crate::store::{Store, now_ms};
 use crate::telemetry::metrics::KbMetrics;
+use vector::CALIBRATION_PROBES;
 
 /// Changes applied per collection before the text index commits and others get a turn.
 const BATCH: i64 = 4096;
@@ -55,6 +56,10 @@ pub struct IndexState {
     pub saved_change: i64,
     /// SIMD kernels used for vector distances.
     pub acceleration: String,
+    /// Search candidate list size in use.
+    pub expansion_search: usize,
+    /// What the last recall calibration measured, if one ran.
+    pub calibration: Option<Calibration>,
 }
 
 /// Every collection's indexes.
@@ -194,6 +199,8 @@ impl Indexes {
                 .min(index.vector_applied.load(Ordering::Acquire)),
             saved_change: index.vector_saved.load(Ordering::Acquire),
             acceleration: index.vectors.acceleration(),
+            expansion_search: index.vectors.expansion_search(),
+            calibration: index.vectors.calibration(),
         })
     }
 
@@ -219,6 +226,8 @@ impl Indexes {
             connectivity: self.config.hnsw_connectivity,
             expansion_add: self.config.hnsw_expansion_add,
             expansion_search: self.config.hnsw_expansion_search,
+            expansion_search_max: self.config.hnsw_expansion_search_max,
+            recall_target: self.config.vector_recall_target,
         };
         let (vectors, vector_applied) =
             VectorIndex::open(&dir.join("vectors"), settings).map_err(KbError::Internal)?;
@@ -237,6 +246,7 @@ impl Indexes {
         if text_applied < compacted || vector_applied < compacted {
             rebuild(conn, id, &index, compacted)?;
         }
+        self.show_calibration(id, &index);
         let index = Arc::new(index);
         let mut open = self
             .open
@@ -309,9 +319,57 @@ impl Indexes {
                 last_save = Instant::now();
                 self.save_all(&store);
             }
+            self.calibrate_one(&store);
             if let Err(e) = store.with_conn(|conn| self.count_documents(conn)) {
                 tracing::debug!(error = %e, "cannot count documents");
             }
+        }
+    }
+
+    /// Measures the recall of one collection's vector index that has changed enough since it
+    /// was last measured (one a round, so the applier is never held long): a second or two at
+    /// a million vectors.
+    fn calibrate_one(&self, store: &Store) {
+        let due = self.open.read().ok().and_then(|m| {
+            m.iter()
+                .find(|(_, index)| index.vectors.calibration_due())
+                .map(|(id, index)| (*id, index.clone()))
+        });
+        let Some((id, index)) = due else {
+            return;
+        };
+        let started = Instant::now();
+        let outcome = store
+            .with_conn(|conn| probe_vectors(conn, id, CALIBRATION_PROBES))
+            .and_then(|probes| index.vectors.calibrate(&probes).map_err(KbError::Internal));
+        match outcome {
+            Ok(c) => {
+                self.show_calibration(id, &index);
+                tracing::info!(
+                    collection = id,
+                    vectors = c.vectors,
+                    recall = c.recall,
+                    expansion_search = c.expansion_search,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "vector recall calibrated"
+                );
+            }
+            Err(e) => tracing::warn!(collection = id, error = %e, "cannot calibrate vector recall"),
+        }
+    }
+
+    /// Puts a collection's vector search settings into `/metrics`.
+    fn show_calibration(&self, id: i64, index: &CollectionIndex) {
+        let label = id.to_string();
+        self.metrics
+            .vector_expansion
+            .with_label_values(&[&label])
+            .set(index.vectors.expansion_search() as i64);
+        if let Some(c) = index.vectors.calibration() {
+            self.metrics
+                .vector_recall
+                .with_label_values(&[&label])
+                .set(c.recall);
         }
     }
 
@@ -322,6 +380,9 @@ impl Indexes {
             .map(|mut d| std::mem::take(&mut *d))
             .unwrap_or_default();
         for id in ids {
+            let label = id.to_string();
+            let _ = self.metrics.vector_recall.remove_label_values(&[&label]);
+            let _ = self.metrics.vector_expansion.remove_label_values(&[&label]);
             let dir = self.root.join(id.to_string());
             if let Err(e) = std::fs::remove_dir_all(&dir)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -678,12 +739,55 @@ fn chunk_rows(conn: &Connection, document: i64) -> Result<Vec<ChunkRow>, KbError
             Ok(ChunkRow {
                 id: r.get::<_, i64>(0)? as u64,
                 indexed: indexed_text(&text, heading.as_deref()),
-                vector: bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
+                vector: decode_vector(&bytes),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+/// Up to `count` stored chunk vectors of a collection, spread evenly over its chunk ids (so
+/// old and new documents both count), as calibration probes.
+fn probe_vectors(
+    conn: &Connection,
+    collection: i64,
+    count: usize,
+) -> Result<Vec<(u64, Vec<f32>)>, KbError> {
+    let (low, high): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT MIN(ch.id), MAX(ch.id) FROM chunks ch JOIN documents d ON d.id = ch.document_id
+         WHERE d.collection_id = ?1",
+        [collection],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(low), Some(high)) = (low, high) else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT ch.id, ch.vector FROM chunks ch JOIN documents d ON d.id = ch.document_id
+         WHERE d.collection_id = ?1 AND ch.id >= ?2 ORDER BY ch.id LIMIT 1",
+    )?;
+    let step = ((high - low) / count.max(1) as i64).max(1);
+    let mut probes: Vec<(u64, Vec<f32>)> = Vec::with_capacity(count);
+    let mut from = low;
+    while probes.len() < count && from <= high {
+        let row: Option<(i64, Vec<u8>)> = stmt
+            .query_row(params![collection, from], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((id, bytes)) = row else {
+            break;
+        };
+        if probes.last().is_none_or(|(last, _)| *last != id as u64) {
+            probes.push((id as u64, decode_vector(&bytes)));
+        }
+        from = from.max(id + 1).max(low + step * probes.len() as i64);
+    }
+    Ok(probes)
+}
+
+/// A stored vector: little-endian f32s.
+fn decode_vector(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }

@@ -8,9 +8,14 @@
 //! milliseconds and searches page in only what they touch. The first change loads a writable
 //! copy beside it (searches keep using the mapping meanwhile) and swaps it in.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use serde::{Deserialize, Serialize};
+
+use usearch::ffi::Matches;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 use crate::config::VectorScalar;
@@ -26,8 +31,27 @@ pub struct VectorSettings {
     pub connectivity: usize,
     /// Candidates while adding.
     pub expansion_add: usize,
-    /// Candidates while searching.
+    /// Candidates while searching, at least (calibration may raise it).
     pub expansion_search: usize,
+    /// Most candidates calibration may choose while searching.
+    pub expansion_search_max: usize,
+    /// Recall@10 calibration aims at; 0 keeps `expansion_search` as it is.
+    pub recall_target: f64,
+}
+
+/// What the last recall calibration of an index measured and chose.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Vectors the index held.
+    pub vectors: usize,
+    /// Recall@10 it aimed at.
+    pub target: f64,
+    /// Search candidate list size chosen.
+    pub expansion_search: usize,
+    /// Recall@10 against exact search measured at that size.
+    pub recall: f64,
+    /// Probe queries measured.
+    pub probes: usize,
 }
 
 /// One collection's vectors.
@@ -39,7 +63,26 @@ pub struct VectorIndex {
     index: RwLock<Index>,
     /// The saved file the index is a read-only mapping of, until its first change.
     mapped: Mutex<Option<PathBuf>>,
+    /// Search candidate list size in use: the configured one, or what calibration chose.
+    expansion: AtomicUsize,
+    /// The last calibration, kept beside the saved index so a restart searches at once with
+    /// the size it chose.
+    calibration: Mutex<Option<Calibration>>,
+    /// The latest query vectors: calibration measures recall on what people ask.
+    recent: Mutex<VecDeque<Vec<f32>>>,
 }
+
+/// Query vectors kept as calibration probes.
+const RECENT_QUERIES: usize = 32;
+/// Probes of one calibration: recent queries first, then stored vectors.
+pub const CALIBRATION_PROBES: usize = 64;
+/// Neighbours compared per probe.
+const RECALL_AT: usize = 10;
+/// The calibration's file in the index folder.
+const CALIBRATION_FILE: &str = "calibration.json";
+/// Below this many vectors a search list of the configured size finds nearly all of them:
+/// nothing to calibrate.
+const CALIBRATION_MIN_VECTORS: usize = 1000;
 
 const PREFIX: &str = "vectors-";
 /// Vectors added at once from which the insert is spread over threads.
@@ -116,13 +159,22 @@ impl VectorIndex {
                 }
             }
         }
-        index.change_expansion_search(settings.expansion_search);
+        let calibration = read_calibration(dir).filter(|c| c.target == settings.recall_target);
+        let expansion = calibration.map_or(settings.expansion_search, |c| {
+            c.expansion_search
+                .min(settings.expansion_search_max)
+                .max(settings.expansion_search)
+        });
+        index.change_expansion_search(expansion);
         Ok((
             VectorIndex {
                 dir: dir.to_path_buf(),
                 settings,
                 index: RwLock::new(index),
                 mapped: Mutex::new(mapped),
+                expansion: AtomicUsize::new(expansion),
+                calibration: Mutex::new(calibration),
+                recent: Mutex::new(VecDeque::with_capacity(RECENT_QUERIES)),
             },
             applied,
         ))
@@ -142,7 +194,7 @@ impl VectorIndex {
         loaded
             .load(&path.to_string_lossy())
             .map_err(|e| format!("cannot load the vector index for writing: {e}"))?;
-        loaded.change_expansion_search(self.settings.expansion_search);
+        loaded.change_expansion_search(self.expansion.load(Ordering::Acquire));
         *self
             .index
             .write()
@@ -234,7 +286,7 @@ impl VectorIndex {
             .map_err(|_| "vector index lock poisoned")?;
         let empty = Index::new(&options(&self.settings))
             .map_err(|e| format!("cannot clear the vector index: {e}"))?;
-        empty.change_expansion_search(self.settings.expansion_search);
+        empty.change_expansion_search(self.expansion.load(Ordering::Acquire));
         *self
             .index
             .write()
@@ -280,14 +332,126 @@ impl VectorIndex {
         if index.size() == 0 || k == 0 {
             return Ok(Vec::new());
         }
-        let matches = match (self.settings.scalar, keep) {
-            (VectorScalar::I8, None) => index.search(&quantise(query), k),
-            (VectorScalar::I8, Some(f)) => index.filtered_search(&quantise(query), k, f),
-            (_, None) => index.search(query, k),
-            (_, Some(f)) => index.filtered_search(query, k, f),
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_QUERIES {
+                recent.pop_front();
+            }
+            recent.push_back(query.to_vec());
         }
-        .map_err(|e| format!("vector search failed: {e}"))?;
+        let matches = match keep {
+            None => run_search(&index, self.settings.scalar, query, k, false)?,
+            Some(f) => match self.settings.scalar {
+                VectorScalar::I8 => index.filtered_search(&quantise(query), k, f),
+                _ => index.filtered_search(query, k, f),
+            }
+            .map_err(|e| format!("vector search failed: {e}"))?,
+        };
         Ok(matches.keys.into_iter().zip(matches.distances).collect())
+    }
+
+    /// Whether the index has changed enough since its last calibration (or never had one)
+    /// for its recall to be measured again: a tenth more or fewer vectors.
+    pub fn calibration_due(&self) -> bool {
+        if self.settings.recall_target <= 0.0 {
+            return false;
+        }
+        let size = self.len();
+        if size < CALIBRATION_MIN_VECTORS {
+            return false;
+        }
+        match self.calibration.lock().ok().and_then(|c| *c) {
+            Some(c) => size.abs_diff(c.vectors) * 10 > c.vectors,
+            None => true,
+        }
+    }
+
+    /// The last calibration, if any.
+    pub fn calibration(&self) -> Option<Calibration> {
+        self.calibration.lock().ok().and_then(|c| *c)
+    }
+
+    /// Search candidate list size in use.
+    pub fn expansion_search(&self) -> usize {
+        self.expansion.load(Ordering::Acquire)
+    }
+
+    /// Measures recall@10 against exact search on probe queries and keeps the smallest
+    /// search list size, from the configured one doubling up to the configured most, that
+    /// reaches the target. Probes are the latest queries, then `stored` vectors (with their
+    /// own keys, which are left out of both answers: a stored vector finds itself for free).
+    /// While it runs, concurrent searches use the sizes it tries.
+    pub fn calibrate(&self, stored: &[(u64, Vec<f32>)]) -> Result<Calibration, String> {
+        let mut probes: Vec<(Option<u64>, Vec<f32>)> = self
+            .recent
+            .lock()
+            .map(|r| r.iter().map(|q| (None, q.clone())).collect())
+            .unwrap_or_default();
+        let room = CALIBRATION_PROBES.saturating_sub(probes.len());
+        probes.extend(
+            stored
+                .iter()
+                .filter(|(_, v)| v.len() == self.settings.dimensions)
+                .take(room)
+                .map(|(k, v)| (Some(*k), v.clone())),
+        );
+        let index = self
+            .index
+            .read()
+            .map_err(|_| "vector index lock poisoned")?;
+        let size = index.size();
+        if probes.is_empty() || size <= RECALL_AT {
+            return Err("too few vectors or probes to measure recall".into());
+        }
+        let scalar = self.settings.scalar;
+        let truths = probes
+            .iter()
+            .map(|(own, q)| {
+                let found = run_search(&index, scalar, q, RECALL_AT + 1, true)?;
+                Ok(top_others(&found.keys, *own))
+            })
+            .collect::<Result<Vec<HashSet<u64>>, String>>()?;
+        let (target, most) = (
+            self.settings.recall_target,
+            self.settings.expansion_search_max,
+        );
+        let mut expansion = self.settings.expansion_search.min(most);
+        let recall = loop {
+            index.change_expansion_search(expansion);
+            let mut hits = 0usize;
+            let mut wanted = 0usize;
+            for ((own, q), truth) in probes.iter().zip(&truths) {
+                let found = run_search(&index, scalar, q, RECALL_AT + 1, false)?;
+                hits += top_others(&found.keys, *own).intersection(truth).count();
+                wanted += truth.len();
+            }
+            let recall = hits as f64 / wanted.max(1) as f64;
+            if recall >= target || expansion >= most {
+                break recall;
+            }
+            expansion = (expansion * 2).min(most);
+        };
+        self.expansion.store(expansion, Ordering::Release);
+        let calibration = Calibration {
+            vectors: size,
+            target,
+            expansion_search: expansion,
+            recall,
+            probes: probes.len(),
+        };
+        if recall < target {
+            tracing::warn!(
+                vectors = size,
+                recall,
+                target,
+                expansion_search = expansion,
+                "vector recall stays below the target at kb.hnsw_expansion_search_max; raise it to buy recall with time"
+            );
+        }
+        write_calibration(&self.dir, &calibration)?;
+        if let Ok(mut slot) = self.calibration.lock() {
+            *slot = Some(calibration);
+        }
+        Ok(calibration)
     }
 
     /// Writes the index as holding changes up to `seq` and removes older files.
@@ -323,6 +487,47 @@ impl VectorIndex {
     }
 }
 
+/// Searches one query, approximately or exactly, converting it as the index stores vectors.
+fn run_search(
+    index: &Index,
+    scalar: VectorScalar,
+    query: &[f32],
+    k: usize,
+    exact: bool,
+) -> Result<Matches, String> {
+    match (scalar, exact) {
+        (VectorScalar::I8, false) => index.search(&quantise(query), k),
+        (VectorScalar::I8, true) => index.exact_search(&quantise(query), k),
+        (_, false) => index.search(query, k),
+        (_, true) => index.exact_search(query, k),
+    }
+    .map_err(|e| format!("vector search failed: {e}"))
+}
+
+/// The first ten keys of an answer other than the probe's own.
+fn top_others(found: &[u64], own: Option<u64>) -> HashSet<u64> {
+    found
+        .iter()
+        .filter(|k| Some(**k) != own)
+        .take(RECALL_AT)
+        .copied()
+        .collect()
+}
+
+fn read_calibration(dir: &Path) -> Option<Calibration> {
+    let bytes = std::fs::read(dir.join(CALIBRATION_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Written to a temporary name and renamed: a crash leaves the old file or the new one.
+fn write_calibration(dir: &Path, calibration: &Calibration) -> Result<(), String> {
+    let tmp = dir.join(format!("{CALIBRATION_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(calibration).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, dir.join(CALIBRATION_FILE)))
+        .map_err(|e| format!("cannot save the vector index's calibration: {e}"))
+}
+
 /// Scales a vector so its largest component is ±127: usearch's own conversion assumes unit
 /// components and keeps only a few bits of an embedding's small values.
 fn quantise(v: &[f32]) -> Vec<i8> {
@@ -342,6 +547,8 @@ mod tests {
             connectivity: 16,
             expansion_add: 64,
             expansion_search: 64,
+            expansion_search_max: 64,
+            recall_target: 0.0,
         }
     }
 
@@ -384,5 +591,156 @@ mod tests {
         assert_eq!(index.len(), 0);
         index.add(&[(4, &a)]).unwrap();
         assert_eq!(index.search(&a, 1, None).unwrap()[0].0, 4);
+    }
+
+    /// Random directions in 32 dimensions: no structure for the graph to lean on, so a small
+    /// search list misses many true neighbours, as a large collection of embeddings does.
+    fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        use rand_chacha::ChaCha8Rng;
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                (0..32)
+                    .map(|_| {
+                        // A sum of uniforms is close enough to a normal draw.
+                        (0..4)
+                            .map(|_| rng.next_u32() as f32 / u32::MAX as f32)
+                            .sum::<f32>()
+                            - 2.0
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (norm(a) * norm(b))
+    }
+
+    /// Recall@10 of the index's answers to fresh queries, against a brute force written here.
+    fn measured_recall(index: &VectorIndex, base: &[Vec<f32>], queries: &[Vec<f32>]) -> f64 {
+        let mut hits = 0;
+        for q in queries {
+            let mut exact: Vec<(f32, u64)> = base
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (cosine(q, v), i as u64))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let truth: HashSet<u64> = exact.iter().take(10).map(|e| e.1).collect();
+            let found = index.search(q, 10, None).unwrap();
+            hits += found.iter().filter(|(k, _)| truth.contains(k)).count();
+        }
+        hits as f64 / (queries.len() * 10) as f64
+    }
+
+    /// A thin graph (M = 4) over 32-d vectors, searched from `least` up to `most`.
+    fn sparse(scalar: VectorScalar, least: usize, most: usize, target: f64) -> VectorSettings {
+        VectorSettings {
+            dimensions: 32,
+            scalar,
+            connectivity: 4,
+            expansion_add: 16,
+            expansion_search: least,
+            expansion_search_max: most,
+            recall_target: target,
+        }
+    }
+
+    /// An index in `dir` holding `n` random vectors under keys 0..n, and the vectors.
+    fn filled(
+        dir: &Path,
+        settings: VectorSettings,
+        n: usize,
+        seed: u64,
+    ) -> (VectorIndex, Vec<Vec<f32>>) {
+        let (index, _) = VectorIndex::open(dir, settings).unwrap();
+        let base = random_vectors(n, seed);
+        let items: Vec<(u64, &[f32])> = base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v.as_slice()))
+            .collect();
+        index.add(&items).unwrap();
+        (index, base)
+    }
+
+    #[test]
+    fn calibration_raises_the_search_list_until_recall_reaches_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sparse(VectorScalar::F32, 4, 1024, 0.95);
+        let (index, base) = filled(dir.path(), settings, 4000, 1);
+        let fresh = random_vectors(100, 2);
+        let before = measured_recall(&index, &base, &fresh);
+        assert!(
+            before < 0.9,
+            "the test needs a hard index: recall {before} at 4"
+        );
+        assert!(index.calibration_due());
+
+        // Probes: the stored vectors of every 50th key; the fresh queries above are also
+        // among the latest queries now, as real ones would be.
+        let stored: Vec<(u64, Vec<f32>)> = (0..4000)
+            .step_by(50)
+            .map(|i| (i as u64, base[i].clone()))
+            .collect();
+        let c = index.calibrate(&stored).unwrap();
+        assert_eq!(c.probes, CALIBRATION_PROBES);
+        assert_eq!(c.vectors, 4000);
+        assert!(c.recall >= 0.95, "{c:?}");
+        assert!(
+            c.expansion_search > 4 && c.expansion_search <= 1024,
+            "{c:?}"
+        );
+        assert_eq!(index.expansion_search(), c.expansion_search);
+        assert!(!index.calibration_due());
+        let other = random_vectors(100, 3);
+        let after = measured_recall(&index, &base, &other);
+        assert!(after >= 0.9, "recall on unseen queries {after} at {c:?}");
+
+        // Saved beside the index: a restart searches with the chosen size at once.
+        index.save(1).unwrap();
+        drop(index);
+        let (index, _) = VectorIndex::open(dir.path(), settings).unwrap();
+        assert_eq!(index.expansion_search(), c.expansion_search);
+        assert_eq!(index.calibration(), Some(c));
+        assert!(!index.calibration_due());
+
+        // Growing by more than a tenth makes it due again.
+        let more = random_vectors(500, 4);
+        let items: Vec<(u64, &[f32])> = more
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (10_000 + i as u64, v.as_slice()))
+            .collect();
+        index.add(&items).unwrap();
+        assert!(index.calibration_due());
+
+        // Another target forgets the old choice; 0 turns calibration off.
+        drop(index);
+        let off = VectorSettings {
+            recall_target: 0.0,
+            ..settings
+        };
+        let (index, _) = VectorIndex::open(dir.path(), off).unwrap();
+        assert_eq!(index.expansion_search(), 4);
+        assert!(!index.calibration_due());
+    }
+
+    #[test]
+    fn a_target_out_of_reach_stops_at_the_largest_search_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, base) = filled(dir.path(), sparse(VectorScalar::Bf16, 2, 6, 1.0), 3000, 5);
+        let stored: Vec<(u64, Vec<f32>)> = (0..3000)
+            .step_by(30)
+            .map(|i| (i as u64, base[i].clone()))
+            .collect();
+        let c = index.calibrate(&stored).unwrap();
+        assert_eq!(c.expansion_search, 6, "2, 4, then capped at 6: {c:?}");
+        assert!(c.recall < 1.0, "{c:?}");
+        assert_eq!(index.expansion_search(), 6);
     }
 }
