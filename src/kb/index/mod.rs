@@ -340,7 +340,7 @@ impl Indexes {
         };
         let started = Instant::now();
         let outcome = store
-            .with_conn(|conn| probe_vectors(conn, id, CALIBRATION_PROBES))
+            .with_conn(|conn| probe_vectors(conn, id, 2 * CALIBRATION_PROBES))
             .and_then(|probes| index.vectors.calibrate(&probes).map_err(KbError::Internal));
         match outcome {
             Ok(c) => {
@@ -747,12 +747,12 @@ fn chunk_rows(conn: &Connection, document: i64) -> Result<Vec<ChunkRow>, KbError
 }
 
 /// Up to `count` stored chunk vectors of a collection, spread evenly over its chunk ids (so
-/// old and new documents both count), as calibration probes.
+/// old and new documents both count): calibration probes between them.
 fn probe_vectors(
     conn: &Connection,
     collection: i64,
     count: usize,
-) -> Result<Vec<(u64, Vec<f32>)>, KbError> {
+) -> Result<Vec<Vec<f32>>, KbError> {
     let (low, high): (Option<i64>, Option<i64>) = conn.query_row(
         "SELECT MIN(ch.id), MAX(ch.id) FROM chunks ch JOIN documents d ON d.id = ch.document_id
          WHERE d.collection_id = ?1",
@@ -767,7 +767,7 @@ fn probe_vectors(
          WHERE d.collection_id = ?1 AND ch.id >= ?2 ORDER BY ch.id LIMIT 1",
     )?;
     let step = ((high - low) / count.max(1) as i64).max(1);
-    let mut probes: Vec<(u64, Vec<f32>)> = Vec::with_capacity(count);
+    let mut probes = Vec::with_capacity(count);
     let mut from = low;
     while probes.len() < count && from <= high {
         let row: Option<(i64, Vec<u8>)> = stmt
@@ -776,10 +776,8 @@ fn probe_vectors(
         let Some((id, bytes)) = row else {
             break;
         };
-        if probes.last().is_none_or(|(last, _)| *last != id as u64) {
-            probes.push((id as u64, decode_vector(&bytes)));
-        }
-        from = from.max(id + 1).max(low + step * probes.len() as i64);
+        probes.push(decode_vector(&bytes));
+        from = (id + 1).max(low + step * probes.len() as i64);
     }
     Ok(probes)
 }
