@@ -78,6 +78,8 @@ pub struct Indexes {
     /// Every change up to here is applied to every index: the log needs no scan below it.
     applied_upto: AtomicI64,
     metrics: KbMetrics,
+    /// A recall calibration is running.
+    calibrating: Arc<AtomicBool>,
 }
 
 /// Links every finished index file under `root` into the same place under `dest`, copying
@@ -155,6 +157,7 @@ impl Indexes {
             round: Mutex::new(()),
             applied_upto: AtomicI64::new(0),
             metrics,
+            calibrating: Arc::new(AtomicBool::new(false)),
         };
         let ids: Vec<i64> = store.with_conn(|conn| -> Result<Vec<i64>, KbError> {
             let mut stmt = conn.prepare("SELECT id FROM collections")?;
@@ -246,7 +249,7 @@ impl Indexes {
         if text_applied < compacted || vector_applied < compacted {
             rebuild(conn, id, &index, compacted)?;
         }
-        self.show_calibration(id, &index);
+        show_calibration(&self.metrics, id, &index);
         let index = Arc::new(index);
         let mut open = self
             .open
@@ -326,50 +329,57 @@ impl Indexes {
         }
     }
 
-    /// Measures the recall of one collection's vector index that has changed enough since it
-    /// was last measured (one a round, so the applier is never held long): a second or two at
-    /// a million vectors.
+    /// Starts measuring the recall of one collection's vector index that has changed enough
+    /// since it was last measured, on a thread of its own: at a million vectors it took
+    /// minutes of one core here, which the applier must not wait for. One runs at a time.
     fn calibrate_one(&self, store: &Store) {
+        if self.calibrating.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let due = self.open.read().ok().and_then(|m| {
             m.iter()
                 .find(|(_, index)| index.vectors.calibration_due())
                 .map(|(id, index)| (*id, index.clone()))
         });
         let Some((id, index)) = due else {
+            self.calibrating.store(false, Ordering::Release);
             return;
         };
-        let started = Instant::now();
-        let outcome = store
-            .with_conn(|conn| probe_vectors(conn, id, 2 * CALIBRATION_PROBES))
-            .and_then(|probes| index.vectors.calibrate(&probes).map_err(KbError::Internal));
-        match outcome {
-            Ok(c) => {
-                self.show_calibration(id, &index);
-                tracing::info!(
-                    collection = id,
-                    vectors = c.vectors,
-                    recall = c.recall,
-                    expansion_search = c.expansion_search,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "vector recall calibrated"
-                );
-            }
-            Err(e) => tracing::warn!(collection = id, error = %e, "cannot calibrate vector recall"),
-        }
-    }
-
-    /// Puts a collection's vector search settings into `/metrics`.
-    fn show_calibration(&self, id: i64, index: &CollectionIndex) {
-        let label = id.to_string();
-        self.metrics
-            .vector_expansion
-            .with_label_values(&[&label])
-            .set(index.vectors.expansion_search() as i64);
-        if let Some(c) = index.vectors.calibration() {
-            self.metrics
-                .vector_recall
-                .with_label_values(&[&label])
-                .set(c.recall);
+        let (store, metrics, flag) = (
+            store.clone(),
+            self.metrics.clone(),
+            self.calibrating.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("kb-calibrate".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = store
+                    .with_conn(|conn| probe_vectors(conn, id, 2 * CALIBRATION_PROBES))
+                    .and_then(|probes| {
+                        index.vectors.calibrate(&probes).map_err(KbError::Internal)
+                    });
+                match outcome {
+                    Ok(c) => {
+                        show_calibration(&metrics, id, &index);
+                        tracing::info!(
+                            collection = id,
+                            vectors = c.vectors,
+                            recall = c.recall,
+                            expansion_search = c.expansion_search,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "vector recall calibrated"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(collection = id, error = %e, "cannot calibrate vector recall")
+                    }
+                }
+                flag.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a recall calibration thread");
+            self.calibrating.store(false, Ordering::Release);
         }
     }
 
@@ -788,4 +798,19 @@ fn decode_vector(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+/// Puts a collection's vector search settings into `/metrics`.
+fn show_calibration(metrics: &KbMetrics, id: i64, index: &CollectionIndex) {
+    let label = id.to_string();
+    metrics
+        .vector_expansion
+        .with_label_values(&[&label])
+        .set(index.vectors.expansion_search() as i64);
+    if let Some(c) = index.vectors.calibration() {
+        metrics
+            .vector_recall
+            .with_label_values(&[&label])
+            .set(c.recall);
+    }
 }
