@@ -8,14 +8,14 @@
 #
 # Without a package it builds one (scripts/deb.sh). The image comes from tests/vm/build-image.sh
 # (cached). Prints every check as "ok - ..." / "not ok - ...", then "N passed, N failed"; exits
-# 0 only when none failed. VM_TIMEOUT_SECONDS (default 1200 s) bounds the VM: on timeout
+# 0 only when none failed. VM_TIMEOUT_SECONDS (default 1800 s) bounds the VM: on timeout
 # QEMU is killed and the run fails. The job folder with the guest's log, the serial console and
 # doctor.txt is kept and its path printed.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-vm_timeout="${VM_TIMEOUT_SECONDS:-1200}"
+vm_timeout="${VM_TIMEOUT_SECONDS:-1800}"
 
 [[ "$(id -u)" == 0 ]] || { echo "tests/vm/run.sh: needs root (debootstrap, and the image's files are root's)" >&2; exit 1; }
 for tool in qemu-system-x86_64 curl jq mkfs.ext4 python3 lintian; do
