@@ -1254,4 +1254,30 @@ mod tests {
         let err = load_text("[server]\nbind = \n", &[]).unwrap_err();
         assert!(err.message.contains("line 2"), "{err}");
     }
+
+    #[test]
+    fn recall_calibration_settings_out_of_range_are_named() {
+        let err = load_text(
+            "[kb]\nhnsw_expansion_search = 256\nhnsw_expansion_search_max = 128\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("kb.hnsw_expansion_search_max"));
+        assert_eq!(
+            err.message,
+            "128 is less than kb.hnsw_expansion_search (256)"
+        );
+        for target in ["1.5", "-0.1"] {
+            let err =
+                load_text(&format!("[kb]\nvector_recall_target = {target}\n"), &[]).unwrap_err();
+            assert_eq!(
+                err.key.as_deref(),
+                Some("kb.vector_recall_target"),
+                "{target}"
+            );
+            assert!(err.message.contains("between 0"), "{err}");
+        }
+        let cfg = load_text("[kb]\nvector_recall_target = 0\n", &[]).unwrap();
+        assert_eq!(cfg.kb.vector_recall_target, 0.0, "0 turns calibration off");
+    }
 }
