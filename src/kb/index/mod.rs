@@ -5,6 +5,7 @@
 //! commit payload). At start, and whenever the log grows, the applier applies what follows;
 //! so a lost, stale or unreadable index is rebuilt from the database, never trusted blindly.
 
+mod exact;
 mod text;
 mod vector;
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 pub use text::TextIndex;
@@ -354,11 +355,7 @@ impl Indexes {
             .name("kb-calibrate".into())
             .spawn(move || {
                 let started = Instant::now();
-                let outcome = store
-                    .with_conn(|conn| probe_vectors(conn, id, 2 * CALIBRATION_PROBES))
-                    .and_then(|probes| {
-                        index.vectors.calibrate(&probes).map_err(KbError::Internal)
-                    });
+                let outcome = calibrate_collection(store.path(), id, &index.vectors);
                 match outcome {
                     Ok(c) => {
                         show_calibration(&metrics, id, &index);
@@ -758,6 +755,33 @@ fn chunk_rows(conn: &Connection, document: i64) -> Result<Vec<ChunkRow>, KbError
 
 /// Up to `count` stored chunk vectors of a collection, spread evenly over its chunk ids (so
 /// old and new documents both count): calibration probes between them.
+/// Measures one collection's vector recall and keeps the search list it needs. It reads the
+/// stored vectors on a connection of its own: the pass over every chunk takes seconds at a
+/// million, and the connection everyone shares must not wait for it.
+fn calibrate_collection(
+    db: &Path,
+    collection: i64,
+    vectors: &VectorIndex,
+) -> Result<Calibration, KbError> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let pairs = probe_vectors(&conn, collection, 2 * CALIBRATION_PROBES)?;
+    let mut stmt = conn.prepare(
+        "SELECT ch.id, ch.vector FROM chunks ch JOIN documents d ON d.id = ch.document_id
+         WHERE d.collection_id = ?1",
+    )?;
+    let rows = stmt.query_map([collection], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let all = rows.map(|row| {
+        row.map(|(id, bytes)| (id as u64, decode_vector(&bytes)))
+            .map_err(|e| format!("cannot read the stored vectors: {e}"))
+    });
+    vectors.calibrate(&pairs, all).map_err(KbError::Internal)
+}
+
 fn probe_vectors(
     conn: &Connection,
     collection: i64,
@@ -812,5 +836,101 @@ fn show_calibration(metrics: &KbMetrics, id: i64, index: &CollectionIndex) {
             .vector_recall
             .with_label_values(&[&label])
             .set(c.recall);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+    use super::*;
+    use crate::config::VectorScalar;
+
+    /// `n` random 32-d directions.
+    fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                (0..32)
+                    .map(|_| rng.next_u32() as f32 / u32::MAX as f32 - 0.5)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calibration_reads_the_collections_vectors_while_the_shared_connection_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let base = random_vectors(1500, 11);
+        let mut keys = Vec::new();
+        store
+            .with_conn(|c| {
+                let tx = c.transaction()?;
+                tx.execute_batch(
+                    "INSERT INTO users VALUES (1, 'owner', 'x', 'admin', 0, 0, 0);
+                     INSERT INTO collections (id, name, owner_id, embedding_model, dimensions,
+                         language, created_at, updated_at)
+                     VALUES (1, 'one', 1, 'm', 32, 'en', 0, 0), (2, 'two', 1, 'm', 32, 'en', 0, 0);
+                     INSERT INTO documents (id, collection_id, filename, format, size, sha256,
+                         status, created_at, updated_at)
+                     VALUES (1, 1, 'a', 'text', 1, 'a', 'indexed', 0, 0),
+                            (2, 2, 'b', 'text', 1, 'b', 'indexed', 0, 0);",
+                )?;
+                for (seq, v) in base.iter().enumerate() {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    tx.execute(
+                        "INSERT INTO chunks (document_id, seq, text, char_start, char_end, vector)
+                         VALUES (?1, ?2, 't', 0, 1, ?3)",
+                        params![1 + (seq % 7 == 0) as i64, seq as i64, bytes],
+                    )?;
+                    keys.push(tx.last_insert_rowid() as u64);
+                }
+                Ok::<(), KbError>(tx.commit()?)
+            })
+            .unwrap();
+        // Collection 1's chunks in its index; every 7th chunk belongs to collection 2.
+        let vectors = VectorIndex::open(
+            &dir.path().join("vectors"),
+            VectorSettings {
+                dimensions: 32,
+                scalar: VectorScalar::F32,
+                connectivity: 4,
+                expansion_add: 16,
+                expansion_search: 8,
+                expansion_search_max: 1024,
+                recall_target: 0.95,
+            },
+        )
+        .unwrap()
+        .0;
+        let own: Vec<(u64, &[f32])> = keys
+            .iter()
+            .zip(&base)
+            .enumerate()
+            .filter(|(seq, _)| seq % 7 != 0)
+            .map(|(_, (k, v))| (*k, v.as_slice()))
+            .collect();
+        vectors.add(&own).unwrap();
+
+        // A writer holds the shared connection throughout: calibration does not wait for it.
+        let c = store
+            .with_conn(|conn| {
+                conn.execute_batch("BEGIN IMMEDIATE; UPDATE documents SET chunks = 1;")?;
+                let c = calibrate_collection(store.path(), 1, &vectors);
+                conn.execute_batch("COMMIT")?;
+                Ok::<_, KbError>(c)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.vectors, own.len());
+        assert_eq!((c.probes, c.queries), (CALIBRATION_PROBES, 0), "{c:?}");
+        assert!(c.recall >= 0.95, "{c:?}");
+        assert!(c.expansion_search > 8, "{c:?}");
+
+        // A collection without chunks has nothing to measure.
+        let empty = calibrate_collection(store.path(), 3, &vectors).unwrap_err();
+        assert!(empty.to_string().contains("too few"), "{empty}");
     }
 }

@@ -8,7 +8,7 @@
 //! milliseconds and searches page in only what they touch. The first change loads a writable
 //! copy beside it (searches keep using the mapping meanwhile) and swaps it in.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use usearch::ffi::Matches;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::exact::ExactNeighbours;
 use crate::config::VectorScalar;
 
 /// Settings of a vector index.
@@ -341,7 +342,7 @@ impl VectorIndex {
             recent.push_back(query.to_vec());
         }
         let matches = match keep {
-            None => run_search(&index, self.settings.scalar, query, k, false)?,
+            None => run_search(&index, self.settings.scalar, query, k)?,
             Some(f) => match self.settings.scalar {
                 VectorScalar::I8 => index.filtered_search(&quantise(query), k, f),
                 _ => index.filtered_search(query, k, f),
@@ -385,11 +386,17 @@ impl VectorIndex {
     /// Measures recall@10 against exact search on probe queries and keeps the smallest
     /// search list size, from the configured one doubling up to the configured most, that
     /// reaches the target. Probes are the latest queries, then the midpoints of pairs of
-    /// `stored` vectors. A stored vector itself would not do: it is a node of the graph, so
+    /// `pairs` vectors. A stored vector itself would not do: it is a node of the graph, so
     /// a search reaches its neighbours far more easily than a query's (at a million chunks,
-    /// 0.998 against 0.79 for real queries at the same size). While it runs, concurrent
-    /// searches use the sizes it tries.
-    pub fn calibrate(&self, stored: &[Vec<f32>]) -> Result<Calibration, String> {
+    /// 0.998 against 0.79 for real queries at the same size).
+    ///
+    /// The exact answers come from one pass over `all`, every stored (key, vector); keys the
+    /// index does not hold (yet) are skipped. While it runs, concurrent searches use the
+    /// sizes it tries.
+    pub fn calibrate<I>(&self, pairs: &[Vec<f32>], all: I) -> Result<Calibration, String>
+    where
+        I: IntoIterator<Item = Result<(u64, Vec<f32>), String>>,
+    {
         let mut probes: Vec<Vec<f32>> = self
             .recent
             .lock()
@@ -398,7 +405,7 @@ impl VectorIndex {
         let queries = probes.len();
         let room = CALIBRATION_PROBES.saturating_sub(queries);
         probes.extend(
-            stored
+            pairs
                 .chunks_exact(2)
                 .filter(|p| p.iter().all(|v| v.len() == self.settings.dimensions))
                 .take(room)
@@ -413,13 +420,14 @@ impl VectorIndex {
             return Err("too few vectors or probes to measure recall".into());
         }
         let scalar = self.settings.scalar;
-        let truths = probes
-            .iter()
-            .map(|q| {
-                let found = run_search(&index, scalar, q, RECALL_AT, true)?;
-                Ok(found.keys.into_iter().collect())
-            })
-            .collect::<Result<Vec<HashSet<u64>>, String>>()?;
+        let mut exact = ExactNeighbours::new(&probes, RECALL_AT);
+        for item in all {
+            let (key, vector) = item?;
+            if index.contains(key) {
+                exact.offer(key, &vector);
+            }
+        }
+        let truths = exact.into_keys();
         let (target, most) = (
             self.settings.recall_target,
             self.settings.expansion_search_max,
@@ -430,7 +438,7 @@ impl VectorIndex {
             let mut hits = 0usize;
             let mut wanted = 0usize;
             for (q, truth) in probes.iter().zip(&truths) {
-                let found = run_search(&index, scalar, q, RECALL_AT, false)?;
+                let found = run_search(&index, scalar, q, RECALL_AT)?;
                 hits += found.keys.iter().filter(|k| truth.contains(k)).count();
                 wanted += truth.len();
             }
@@ -498,19 +506,16 @@ impl VectorIndex {
     }
 }
 
-/// Searches one query, approximately or exactly, converting it as the index stores vectors.
+/// Searches one query, converting it as the index stores vectors.
 fn run_search(
     index: &Index,
     scalar: VectorScalar,
     query: &[f32],
     k: usize,
-    exact: bool,
 ) -> Result<Matches, String> {
-    match (scalar, exact) {
-        (VectorScalar::I8, false) => index.search(&quantise(query), k),
-        (VectorScalar::I8, true) => index.exact_search(&quantise(query), k),
-        (_, false) => index.search(query, k),
-        (_, true) => index.exact_search(query, k),
+    match scalar {
+        VectorScalar::I8 => index.search(&quantise(query), k),
+        _ => index.search(query, k),
     }
     .map_err(|e| format!("vector search failed: {e}"))
 }
@@ -539,6 +544,8 @@ fn quantise(v: &[f32]) -> Vec<i8> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn settings() -> VectorSettings {
@@ -638,6 +645,13 @@ mod tests {
         hits as f64 / (queries.len() * 10) as f64
     }
 
+    /// Every stored vector under its key, as calibration reads them from the database.
+    fn all(base: &[Vec<f32>]) -> impl Iterator<Item = Result<(u64, Vec<f32>), String>> + '_ {
+        base.iter()
+            .enumerate()
+            .map(|(i, v)| Ok((i as u64, v.clone())))
+    }
+
     /// A thin graph (M = 4) over 32-d vectors, searched from `least` up to `most`.
     fn sparse(scalar: VectorScalar, least: usize, most: usize, target: f64) -> VectorSettings {
         VectorSettings {
@@ -685,7 +699,7 @@ mod tests {
         // Probes: the fresh queries above, the latest now as real ones would be, then points
         // between the stored vectors of every 50th key.
         let stored: Vec<Vec<f32>> = base.iter().step_by(50).cloned().collect();
-        let c = index.calibrate(&stored).unwrap();
+        let c = index.calibrate(&stored, all(&base)).unwrap();
         assert_eq!(c.probes, CALIBRATION_PROBES);
         assert_eq!(c.queries, RECENT_QUERIES);
         assert_eq!(c.vectors, 4000);
@@ -734,7 +748,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, base) = filled(dir.path(), sparse(VectorScalar::Bf16, 2, 6, 1.0), 3000, 5);
         let stored: Vec<Vec<f32>> = base.iter().step_by(30).cloned().collect();
-        let c = index.calibrate(&stored).unwrap();
+        let c = index.calibrate(&stored, all(&base)).unwrap();
         assert_eq!((c.probes, c.queries), (50, 0), "{c:?}");
         assert_eq!(c.expansion_search, 6, "2, 4, then capped at 6: {c:?}");
         assert!(c.recall < 1.0, "{c:?}");
@@ -746,7 +760,43 @@ mod tests {
             index.search(&q, 10, None).unwrap();
         }
         assert!(index.calibration_due());
-        assert_eq!(index.calibrate(&stored).unwrap().queries, RECENT_QUERIES);
+        assert_eq!(
+            index.calibrate(&stored, all(&base)).unwrap().queries,
+            RECENT_QUERIES
+        );
         assert!(!index.calibration_due());
+    }
+
+    #[test]
+    fn exact_answers_count_only_what_the_index_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        // A list a quarter of the collection: the index finds nearly every true neighbour.
+        let (index, base) = filled(
+            dir.path(),
+            sparse(VectorScalar::F32, 512, 512, 0.9),
+            2000,
+            7,
+        );
+        let stored: Vec<Vec<f32>> = base.iter().step_by(20).cloned().collect();
+        // Rows the index has not applied yet, each the very point of one probe: were they
+        // counted, every probe would miss one true neighbour and recall could not pass 0.9.
+        let pending: Vec<Vec<f32>> = stored
+            .chunks_exact(2)
+            .map(|p| p[0].iter().zip(&p[1]).map(|(a, b)| a + b).collect())
+            .collect();
+        let rows = all(&base).chain(
+            pending
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Ok((90_000 + i as u64, v.clone()))),
+        );
+        let c = index.calibrate(&stored, rows).unwrap();
+        assert_eq!(c.probes, 50);
+        assert!(c.recall > 0.95, "{c:?}");
+
+        // A row that cannot be read stops the calibration and keeps the choice before it.
+        let failed = index.calibrate(&stored, std::iter::once(Err("disk read failed".into())));
+        assert_eq!(failed.unwrap_err(), "disk read failed");
+        assert_eq!(index.calibration(), Some(c));
     }
 }
