@@ -753,8 +753,6 @@ fn chunk_rows(conn: &Connection, document: i64) -> Result<Vec<ChunkRow>, KbError
     Ok(rows)
 }
 
-/// Up to `count` stored chunk vectors of a collection, spread evenly over its chunk ids (so
-/// old and new documents both count): calibration probes between them.
 /// Measures one collection's vector recall and keeps the search list it needs. It reads the
 /// stored vectors on a connection of its own: the pass over every chunk takes seconds at a
 /// million, and the connection everyone shares must not wait for it.
@@ -767,12 +765,14 @@ fn calibrate_collection(
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let pairs = probe_vectors(&conn, collection, 2 * CALIBRATION_PROBES)?;
-    let mut stmt = conn.prepare(
-        "SELECT ch.id, ch.vector FROM chunks ch JOIN documents d ON d.id = ch.document_id
-         WHERE d.collection_id = ?1",
-    )?;
-    let rows = stmt.query_map([collection], |r| {
+    let span = chunk_id_span(&conn, collection)?;
+    let pairs = match span {
+        Some(span) => probe_vectors(&conn, collection, span, 2 * CALIBRATION_PROBES)?,
+        None => Vec::new(),
+    };
+    let (low, high) = span.unwrap_or((1, 0));
+    let mut stmt = conn.prepare(&format!("{IN_CHUNK_ORDER} AND ch.id BETWEEN ?2 AND ?3"))?;
+    let rows = stmt.query_map(params![collection, low, high], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
     })?;
     let all = rows.map(|row| {
@@ -782,24 +782,36 @@ fn calibrate_collection(
     vectors.calibrate(&pairs, all).map_err(KbError::Internal)
 }
 
+/// A collection's chunks walked in chunk id order: CROSS JOIN keeps `chunks` the outer loop.
+/// Joined the other way, SQLite visits every document of the collection (and sorts, for an
+/// order): seconds per query once a collection holds a million documents.
+const IN_CHUNK_ORDER: &str = "SELECT ch.id, ch.vector FROM chunks ch
+     CROSS JOIN documents d ON d.id = ch.document_id WHERE d.collection_id = ?1";
+
+/// The lowest and highest chunk id of a collection, if it has chunks.
+fn chunk_id_span(conn: &Connection, collection: i64) -> Result<Option<(i64, i64)>, KbError> {
+    let end = |order: &str| {
+        conn.query_row(
+            &format!("{IN_CHUNK_ORDER} ORDER BY ch.id {order} LIMIT 1"),
+            [collection],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+    };
+    Ok(end("ASC")?.zip(end("DESC")?))
+}
+
+/// Up to `count` stored chunk vectors of a collection, spread evenly over its chunk ids
+/// `span` (so old and new documents both count): calibration probes between them.
 fn probe_vectors(
     conn: &Connection,
     collection: i64,
+    (low, high): (i64, i64),
     count: usize,
 ) -> Result<Vec<Vec<f32>>, KbError> {
-    let (low, high): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT MIN(ch.id), MAX(ch.id) FROM chunks ch JOIN documents d ON d.id = ch.document_id
-         WHERE d.collection_id = ?1",
-        [collection],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let (Some(low), Some(high)) = (low, high) else {
-        return Ok(Vec::new());
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT ch.id, ch.vector FROM chunks ch JOIN documents d ON d.id = ch.document_id
-         WHERE d.collection_id = ?1 AND ch.id >= ?2 ORDER BY ch.id LIMIT 1",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "{IN_CHUNK_ORDER} AND ch.id >= ?2 ORDER BY ch.id LIMIT 1"
+    ))?;
     let step = ((high - low) / count.max(1) as i64).max(1);
     let mut probes = Vec::with_capacity(count);
     let mut from = low;
