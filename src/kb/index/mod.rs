@@ -765,12 +765,12 @@ fn calibrate_collection(
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let span = chunk_id_span(&conn, collection)?;
-    let pairs = match span {
-        Some(span) => probe_vectors(&conn, collection, span, 2 * CALIBRATION_PROBES)?,
-        None => Vec::new(),
+    let Some((low, high)) = chunk_id_span(&conn, collection)? else {
+        return Err(KbError::Internal(
+            "too few vectors to measure recall: the collection has no chunks".into(),
+        ));
     };
-    let (low, high) = span.unwrap_or((1, 0));
+    let pairs = probe_vectors(&conn, collection, (low, high), 2 * CALIBRATION_PROBES)?;
     let mut stmt = conn.prepare(&format!("{IN_CHUNK_ORDER} AND ch.id BETWEEN ?2 AND ?3"))?;
     let rows = stmt.query_map(params![collection, low, high], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -853,23 +853,9 @@ fn show_calibration(metrics: &KbMetrics, id: i64, index: &CollectionIndex) {
 
 #[cfg(test)]
 mod tests {
-    use rand_chacha::ChaCha8Rng;
-    use rand_chacha::rand_core::{RngCore, SeedableRng};
-
+    use super::vector::tests::random_vectors;
     use super::*;
     use crate::config::VectorScalar;
-
-    /// `n` random 32-d directions.
-    fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..n)
-            .map(|_| {
-                (0..32)
-                    .map(|_| rng.next_u32() as f32 / u32::MAX as f32 - 0.5)
-                    .collect()
-            })
-            .collect()
-    }
 
     #[test]
     fn calibration_reads_the_collections_vectors_while_the_shared_connection_writes() {

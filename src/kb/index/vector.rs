@@ -543,7 +543,7 @@ fn quantise(v: &[f32]) -> Vec<i8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::collections::HashSet;
 
     use super::*;
@@ -603,7 +603,7 @@ mod tests {
 
     /// Random directions in 32 dimensions: no structure for the graph to lean on, so a small
     /// search list misses many true neighbours, as a large collection of embeddings does.
-    fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    pub(in crate::kb::index) fn random_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
         use rand_chacha::ChaCha8Rng;
         use rand_chacha::rand_core::{RngCore, SeedableRng};
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
