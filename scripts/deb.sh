@@ -60,7 +60,7 @@ EOF
 cp "$VENDOR_DIR/onnxruntime/libonnxruntime.so.1.31.1" \
     "$VENDOR_DIR/onnxruntime/libonnxruntime_providers_shared.so" \
     "$VENDOR_DIR/onnxruntime/ThirdPartyNotices.txt" "$stage/onnxruntime/"
-cp "$VENDOR_DIR/models/all-MiniLM-L6-v2/model.onnx" \
+cp "$VENDOR_DIR/models/all-MiniLM-L6-v2/model.onnx" "$VENDOR_DIR/models/all-MiniLM-L6-v2/model.query-int8.onnx" \
     "$VENDOR_DIR/models/all-MiniLM-L6-v2/tokenizer.json" "$stage/models/all-MiniLM-L6-v2/"
 
 # --no-build: the binary was built above, with the same profile the assets name.

