@@ -23,6 +23,7 @@ onnxruntime_library = "$vendor/onnxruntime/libonnxruntime.so.1.31.1"
 [models]
 embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 [log]
 level = "warn"
 TOML

@@ -19,6 +19,7 @@ memory_mode = "$3"
 [models]
 embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 embedding_instances = $4
 [log]
 level = "warn"

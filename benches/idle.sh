@@ -40,6 +40,7 @@ memory_mode = "$mode"
 [models]
 embedding_model = "$model"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 [log]
 level = "warn"
 format = "terminal"

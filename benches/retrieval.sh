@@ -49,6 +49,7 @@ memory_mode = "$memory_mode"
 [models]
 embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 [log]
 level = "warn"
 TOML

@@ -96,6 +96,7 @@ intra_op_threads = 2
 [models]
 embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 [serving]
 repository = "$work/repo"
 memory_mode = "${MEMORY_MODE:-fast}"

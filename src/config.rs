@@ -240,6 +240,9 @@ pub struct ModelsConfig {
     pub embedding_model: PathBuf,
     /// The embedding model's `tokenizer.json`.
     pub embedding_tokenizer: PathBuf,
+    /// The ONNX file that embeds search queries: the embedding model with int8 activations
+    /// (scripts/derive-query-model.py); empty embeds queries with `embedding_model`.
+    pub embedding_query_model: PathBuf,
     /// Sessions serving the built-in model, sharing `runtime.intra_op_threads` evenly.
     pub embedding_instances: usize,
 }

@@ -27,6 +27,7 @@ memory_mode = "fast"
 [models]
 embedding_model = "$vendor/models/all-MiniLM-L6-v2/model.onnx"
 embedding_tokenizer = "$vendor/models/all-MiniLM-L6-v2/tokenizer.json"
+embedding_query_model = "$vendor/models/all-MiniLM-L6-v2/model.query-int8.onnx"
 [generators.stories]
 kind = "onnx"
 model = "$shared/models/stories260k/model.onnx"

@@ -319,7 +319,11 @@ fn runtime(config: &Config) -> Vec<Item> {
     for (check, path) in [
         ("embedding model", &config.models.embedding_model),
         ("tokenizer", &config.models.embedding_tokenizer),
-    ] {
+        ("query model", &config.models.embedding_query_model),
+    ]
+    .into_iter()
+    .filter(|(_, path)| !path.as_os_str().is_empty())
+    {
         items.push(match file_sha256(path) {
             Ok(f) => item(
                 check,

@@ -5,7 +5,7 @@
 //! unloading a version never drops a request in flight on it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,10 +16,10 @@ use super::model_config::{DataType, DynamicBatching, InstanceGroup, ModelConfig,
 use super::placement::{CpuOnly, Device, Placement};
 use super::repository::{self, ModelSource, ModelTensor, RepositoryError};
 use super::runtime::{
-    Provider, Runtime, RuntimeError, SessionSpec, TensorRtOptions, check_model_files,
+    OpenedSession, Provider, Runtime, RuntimeError, SessionSpec, TensorRtOptions, check_model_files,
 };
 use super::scheduler::{Batching, SchedulePolicy};
-use super::served::{ServedModel, VersionParts};
+use super::served::{LaneOpener, ServedModel, VersionParts};
 use super::text::TextTask;
 use crate::config::{Config, ControlMode, MemoryMode, ModelsConfig};
 use crate::telemetry::metrics::ServingMetrics;
@@ -528,37 +528,45 @@ impl ModelManager {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let open = |threads: usize| {
-            self.runtime
-                .open(&SessionSpec {
-                    path: &models.embedding_model,
-                    threads,
-                    memory_mode,
-                    chain: &[Provider::Cpu],
-                    gpu: None,
-                    tensorrt: TensorRtOptions::default(),
-                })
-                .map_err(unavailable)
-        };
         let mut sessions = Vec::with_capacity(count);
         let mut provider = Provider::Cpu;
         for _ in 0..count {
-            let opened = open((cores / count).max(1))?;
+            let opened = open_cpu(
+                &self.runtime,
+                &models.embedding_model,
+                (cores / count).max(1),
+                memory_mode,
+            )
+            .map_err(unavailable)?;
             provider = opened.provider;
             sessions.push(opened.session);
         }
-        // Sessions that share the cores embed batches well but one query slowly: queries get
-        // a session of their own that may use every core.
-        let lane = if count > 1 {
-            Some(open(cores)?.session)
-        } else {
-            None
-        };
         let Some(first) = sessions.first() else {
             return Err(ServingError::Invalid("no session was opened".into()));
         };
         let inputs: Vec<ModelTensor> = first.inputs().iter().map(model_tensor).collect();
         let outputs: Vec<ModelTensor> = first.outputs().iter().map(model_tensor).collect();
+        // Sessions that share the cores embed batches well but one query slowly, and a query
+        // model embeds it faster still: queries get a session of their own on every core.
+        let lane = if !models.embedding_query_model.as_os_str().is_empty() {
+            Some(query_lane(
+                self.runtime.clone(),
+                models.embedding_query_model.clone(),
+                cores,
+                memory_mode,
+                (inputs.clone(), outputs.clone()),
+            ))
+        } else if count > 1 {
+            let (runtime, path) = (self.runtime.clone(), models.embedding_model.clone());
+            let open: LaneOpener = Box::new(move || {
+                open_cpu(&runtime, &path, cores, memory_mode)
+                    .map(|o| o.session)
+                    .map_err(|e| e.to_string())
+            });
+            Some(open)
+        } else {
+            None
+        };
         let written = ModelConfig {
             name: name.to_string(),
             max_batch_size: BUILTIN_MAX_BATCH,
@@ -724,6 +732,48 @@ impl ModelManager {
             .map(|(v, s)| (*v, matches!(s, VersionState::Ready(_))))
             .collect())
     }
+}
+
+/// Opens a session of a built-in model on the CPU.
+fn open_cpu(
+    runtime: &Runtime,
+    path: &Path,
+    threads: usize,
+    memory_mode: MemoryMode,
+) -> Result<OpenedSession, RuntimeError> {
+    runtime.open(&SessionSpec {
+        path,
+        threads,
+        memory_mode,
+        chain: &[Provider::Cpu],
+        gpu: None,
+        tensorrt: TensorRtOptions::default(),
+    })
+}
+
+/// The lane of the query model, which must take and give the embedding model's tensors.
+fn query_lane(
+    runtime: Arc<Runtime>,
+    path: PathBuf,
+    threads: usize,
+    memory_mode: MemoryMode,
+    tensors: (Vec<ModelTensor>, Vec<ModelTensor>),
+) -> LaneOpener {
+    Box::new(move || {
+        let session = open_cpu(&runtime, &path, threads, memory_mode)
+            .map_err(|e| e.to_string())?
+            .session;
+        let declared = |list: &[ort::value::Outlet]| -> Vec<ModelTensor> {
+            list.iter().map(model_tensor).collect()
+        };
+        if (declared(session.inputs()), declared(session.outputs())) != tensors {
+            return Err(format!(
+                "models.embedding_query_model {} does not take and give the tensors models.embedding_model does: derive it from that model (scripts/derive-query-model.py)",
+                path.display()
+            ));
+        }
+        Ok(session)
+    })
 }
 
 fn model_tensor(outlet: &ort::value::Outlet) -> ModelTensor {

@@ -258,6 +258,12 @@ impl Runtime {
 
 /// Checks that the built-in embedding model's files exist; the error names the setting to fix.
 pub fn check_model_files(models: &ModelsConfig) -> Result<(), RuntimeError> {
+    let query = (
+        "query embedding model",
+        &models.embedding_query_model,
+        "models.embedding_query_model",
+    );
+    let optional = (!models.embedding_query_model.as_os_str().is_empty()).then_some(query);
     for (what, path, key) in [
         (
             "embedding model",
@@ -269,7 +275,10 @@ pub fn check_model_files(models: &ModelsConfig) -> Result<(), RuntimeError> {
             &models.embedding_tokenizer,
             "models.embedding_tokenizer",
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(optional)
+    {
         if !path.is_file() {
             return Err(RuntimeError::ModelMissing {
                 what,

@@ -41,7 +41,53 @@ pub struct ServedModel {
     cache: Option<Arc<ResponseCache>>,
     scheduler: Scheduler<Work, Answer>,
     /// A session of its own for high-priority requests, when the version has one.
-    lane: Option<Scheduler<Work, Answer>>,
+    lane: Option<Lane>,
+}
+
+/// Opens the session of a version's lane for high-priority requests.
+pub type LaneOpener = Box<dyn Fn() -> Result<Session, String> + Send + Sync>;
+
+/// The lane's session is opened on the first high-priority request, so that a daemon nobody
+/// searches does not hold it (tens of MB); until it opens, or if it cannot, those requests
+/// take the version's own sessions.
+struct Lane {
+    open: Arc<LaneOpener>,
+    policy: SchedulePolicy,
+    rule: Arc<WorkRule>,
+    run: Arc<RunBatch<Session, Work, Answer>>,
+    scheduler: tokio::sync::OnceCell<Option<Scheduler<Work, Answer>>>,
+}
+
+impl Lane {
+    async fn scheduler(&self, name: &str) -> Option<&Scheduler<Work, Answer>> {
+        self.scheduler
+            .get_or_init(|| async {
+                let open = self.open.clone();
+                let opened = tokio::task::spawn_blocking(move || open())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                let started = opened.and_then(|session| {
+                    Scheduler::start(
+                        &format!("{name} (queries)"),
+                        self.policy.clone(),
+                        self.rule.clone(),
+                        vec![session],
+                        self.run.clone(),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+                match started {
+                    Ok(scheduler) => Some(scheduler),
+                    Err(e) => {
+                        tracing::error!(model = name, "queries take the batch sessions: {e}");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+    }
 }
 
 /// What a loaded version is made of (see [`ServedModel::start`]).
@@ -63,8 +109,8 @@ pub struct VersionParts {
     /// The device of each session.
     pub devices: Vec<Device>,
     /// A further session that serves only high-priority requests (a person's query), so they
-    /// never wait behind a batch; it is not counted among the instances.
-    pub lane: Option<Session>,
+    /// never wait behind a batch, opened on the first; it is not counted among the instances.
+    pub lane: Option<LaneOpener>,
     /// The text task, when the configuration declares one.
     pub text: Option<TextTask>,
     /// The response cache, when the model uses it.
@@ -217,16 +263,13 @@ impl ServedModel {
         let rule = Arc::new(WorkRule {
             runner: runner.clone(),
         });
-        let lane = match parts.lane {
-            Some(session) => Some(Scheduler::start(
-                &format!("{} (queries)", parts.name),
-                parts.policy.clone(),
-                rule.clone(),
-                vec![session],
-                run.clone(),
-            )?),
-            None => None,
-        };
+        let lane = parts.lane.map(|open| Lane {
+            open: Arc::new(open),
+            policy: parts.policy.clone(),
+            rule: rule.clone(),
+            run: run.clone(),
+            scheduler: tokio::sync::OnceCell::new(),
+        });
         let scheduler = Scheduler::start(&parts.name, parts.policy, rule, parts.sessions, run)?;
         Ok(ServedModel {
             name: parts.name,
@@ -449,10 +492,11 @@ impl ServedModel {
         let started = Instant::now();
         let result = {
             let _pending = Pending::new(m.pending.with_label_values(&labels));
-            let scheduler = match (&self.lane, priority) {
-                (Some(lane), Priority::High) => lane,
-                _ => &self.scheduler,
+            let lane = match (&self.lane, priority) {
+                (Some(lane), Priority::High) => lane.scheduler(&self.name).await,
+                _ => None,
             };
+            let scheduler = lane.unwrap_or(&self.scheduler);
             scheduler.submit(work, timeout, priority).await
         };
         m.request_us

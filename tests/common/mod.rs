@@ -102,6 +102,7 @@ impl Setup {
              [server]\nbind = {bind:?}\nshutdown_grace_seconds = 10\n{server_extra}\
              [runtime]\nonnxruntime_library = {lib:?}\n\
              [models]\nembedding_model = {model:?}\nembedding_tokenizer = {tok:?}\n\
+             embedding_query_model = {query:?}\n\
              [log]\nlevel = \"debug\"\nformat = \"terminal\"\n{extra}",
             data = self.data_dir().display().to_string(),
             bind = self.bind,
@@ -112,6 +113,10 @@ impl Setup {
                 .to_string(),
             tok = v
                 .join("models/all-MiniLM-L6-v2/tokenizer.json")
+                .display()
+                .to_string(),
+            query = v
+                .join("models/all-MiniLM-L6-v2/model.query-int8.onnx")
                 .display()
                 .to_string(),
             extra = self.extra,

@@ -76,11 +76,26 @@ fn readyz_names_a_missing_runtime_library() {
 
 #[test]
 fn readyz_names_a_missing_embedding_model() {
+    readyz_names_a_missing_model_file("model.onnx", "embedding model", "models.embedding_model");
+}
+
+#[test]
+fn readyz_names_a_missing_query_model() {
+    readyz_names_a_missing_model_file(
+        "model.query-int8.onnx",
+        "query embedding model",
+        "models.embedding_query_model",
+    );
+}
+
+/// Points the setting for one of the built-in model's files at a path that does not exist.
+fn readyz_names_a_missing_model_file(file: &str, what: &str, key: &str) {
     let setup = Setup::new();
     let config = setup.write_config(None);
-    // The harness always points at vendor/'s model; swap in a path that does not exist.
+    // The harness always points at vendor/'s files; swap in a path that does not exist.
     let real = crate::common::vendor()
-        .join("models/all-MiniLM-L6-v2/model.onnx")
+        .join("models/all-MiniLM-L6-v2")
+        .join(file)
         .display()
         .to_string();
     let missing = setup.dir.path().join("models/absent.onnx");
@@ -103,9 +118,9 @@ fn readyz_names_a_missing_embedding_model() {
     assert!(
         reasons
             .iter()
-            .any(|r| r.contains("embedding model not found")
+            .any(|r| r.contains(&format!("{what} not found"))
                 && r.contains(&missing)
-                && r.contains("models.embedding_model")),
+                && r.contains(key)),
         "no reason names {missing}: {reasons:?}"
     );
     // Only the model is missing: the runtime itself loaded.

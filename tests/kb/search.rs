@@ -162,3 +162,60 @@ fn bad_searches_are_refused_precisely() {
             .is_empty()
     );
 }
+
+/// Queries are embedded by the query model (int8 activations), documents by the embedding
+/// model: a search for a passage's own words scores it a little below an exact match, and
+/// exactly 1 once `models.embedding_query_model` is emptied and queries use the embedding model.
+#[test]
+fn queries_are_embedded_by_the_query_model_close_to_the_documents_vectors() {
+    let mut kb = Kb::start();
+    kb.collection(&kb.alice, json!({"name": "library"}));
+    let passage = "The lighthouse keeper climbed the spiral stairs every evening to light the \
+                   lamp that warned ships away from the rocks.";
+    let other = "Granite forms when magma cools slowly deep underground, which gives its \
+                 crystals time to grow large enough to see.";
+    let mut ids = Vec::new();
+    for (name, text) in [("keeper.txt", passage), ("granite.txt", other)] {
+        let resp = kb.upload_bytes(&kb.alice, "library", name, text.into(), None);
+        assert_eq!(resp.status(), 202, "{}", resp.text().unwrap_or_default());
+        ids.push(resp.json::<Value>().unwrap()["id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        kb.indexed(&kb.alice, *id);
+    }
+    let best = |kb: &Kb| -> (i64, f64) {
+        let hits = kb.hits(
+            &kb.alice,
+            json!({"query": passage, "mode": "vector", "top_k": 2}),
+        );
+        assert_eq!(hits[0]["chunk"]["text"], passage, "{hits:?}");
+        (
+            first_document(&hits),
+            hits[0]["score"].as_f64().expect("score"),
+        )
+    };
+    let (doc, quantised) = best(&kb);
+    assert_eq!(doc, ids[0]);
+    assert!(
+        (0.98..0.999).contains(&quantised),
+        "the query model's vector should be close to, not equal to, the passage's: {quantised}"
+    );
+
+    kb.daemon.terminate();
+    kb.daemon.wait_exit(std::time::Duration::from_secs(30));
+    let config = kb.setup.config_path();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let query_model = crate::common::vendor()
+        .join("models/all-MiniLM-L6-v2/model.query-int8.onnx")
+        .display()
+        .to_string();
+    assert!(
+        text.contains(&format!("{query_model:?}")),
+        "config layout changed"
+    );
+    std::fs::write(&config, text.replace(&format!("{query_model:?}"), "\"\"")).unwrap();
+    kb.restart_stopped();
+    let (doc, exact) = best(&kb);
+    assert_eq!(doc, ids[0]);
+    assert!(exact > 0.9995, "the embedding model's own vector: {exact}");
+}

@@ -415,15 +415,59 @@ fn the_built_in_model_runs_on_as_many_sessions_as_configured() {
     assert_eq!(config["instance_group"][0]["count"], 2, "{config}");
     assert_eq!(config["instance_group"][0]["kind"], "KIND_CPU", "{config}");
     // One worker thread per session, each running its own copy of the model: the two
-    // instances, and the session of their own that queries get when instances share the cores.
+    // instances, and, from the first search on, the query model's session of its own.
     let pid = daemon.child.id();
-    let workers: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+    let workers = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .filter(|c| c.starts_with("model-"))
+            .collect()
+    };
+    assert_eq!(workers().len(), 2, "{:?}", workers());
+    let call = |path: &str, body: Value| {
+        let resp = client
+            .post(daemon.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    };
+    call("/api/v1/collections", json!({"name": "wings"}));
+    let part = reqwest::blocking::multipart::Part::bytes(b"Pressure on a wing.".to_vec())
+        .file_name("wing.txt");
+    let upload: Value = client
+        .post(daemon.url("/api/v1/collections/wings/documents"))
+        .bearer_auth(&token)
+        .multipart(reqwest::blocking::multipart::Form::new().part("file", part))
+        .send()
         .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.starts_with("model-"))
-        .collect();
-    assert_eq!(workers.len(), 3, "{workers:?}");
+        .json()
+        .unwrap();
+    let document = daemon.url(&format!("/api/v1/documents/{}", upload["id"]));
+    let status = || -> Value {
+        let doc: Value = client
+            .get(&document)
+            .bearer_auth(&token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        doc["status"].clone()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status() != "indexed" {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.logs());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(workers().len(), 2, "{:?}", workers());
+    call(
+        "/api/v1/search",
+        json!({"query": "wings", "mode": "vector"}),
+    );
+    assert_eq!(workers().len(), 3, "{:?}", workers());
 
     // Requests spread over both sessions answer exactly what one request alone gets.
     let embed = |text: &str| -> Vec<f64> {
