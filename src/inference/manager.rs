@@ -548,25 +548,21 @@ impl ModelManager {
         let outputs: Vec<ModelTensor> = first.outputs().iter().map(model_tensor).collect();
         // Sessions that share the cores embed batches well but one query slowly, and a query
         // model embeds it faster still: queries get a session of their own on every core.
-        let lane = if !models.embedding_query_model.as_os_str().is_empty() {
-            Some(query_lane(
+        let query_model = &models.embedding_query_model;
+        let lane_model = if !query_model.as_os_str().is_empty() {
+            Some(query_model)
+        } else {
+            (count > 1).then_some(&models.embedding_model)
+        };
+        let lane = lane_model.map(|path| {
+            lane_opener(
                 self.runtime.clone(),
-                models.embedding_query_model.clone(),
+                path.clone(),
                 cores,
                 memory_mode,
                 (inputs.clone(), outputs.clone()),
-            ))
-        } else if count > 1 {
-            let (runtime, path) = (self.runtime.clone(), models.embedding_model.clone());
-            let open: LaneOpener = Box::new(move || {
-                open_cpu(&runtime, &path, cores, memory_mode)
-                    .map(|o| o.session)
-                    .map_err(|e| e.to_string())
-            });
-            Some(open)
-        } else {
-            None
-        };
+            )
+        });
         let written = ModelConfig {
             name: name.to_string(),
             max_batch_size: BUILTIN_MAX_BATCH,
@@ -751,8 +747,8 @@ fn open_cpu(
     })
 }
 
-/// The lane of the query model, which must take and give the embedding model's tensors.
-fn query_lane(
+/// Opens the lane's session, whose model must take and give the embedding model's tensors.
+fn lane_opener(
     runtime: Arc<Runtime>,
     path: PathBuf,
     threads: usize,

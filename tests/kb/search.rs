@@ -163,19 +163,16 @@ fn bad_searches_are_refused_precisely() {
     );
 }
 
-/// Queries are embedded by the query model (int8 activations), documents by the embedding
-/// model: a search for a passage's own words scores it a little below an exact match, and
-/// exactly 1 once `models.embedding_query_model` is emptied and queries use the embedding model.
-#[test]
-fn queries_are_embedded_by_the_query_model_close_to_the_documents_vectors() {
-    let mut kb = Kb::start();
+const PASSAGE: &str = "The lighthouse keeper climbed the spiral stairs every evening to light \
+                       the lamp that warned ships away from the rocks.";
+
+/// Indexes the passage and another one; returns the passage's document id.
+fn index_passages(kb: &Kb) -> i64 {
     kb.collection(&kb.alice, json!({"name": "library"}));
-    let passage = "The lighthouse keeper climbed the spiral stairs every evening to light the \
-                   lamp that warned ships away from the rocks.";
     let other = "Granite forms when magma cools slowly deep underground, which gives its \
                  crystals time to grow large enough to see.";
     let mut ids = Vec::new();
-    for (name, text) in [("keeper.txt", passage), ("granite.txt", other)] {
+    for (name, text) in [("keeper.txt", PASSAGE), ("granite.txt", other)] {
         let resp = kb.upload_bytes(&kb.alice, "library", name, text.into(), None);
         assert_eq!(resp.status(), 202, "{}", resp.text().unwrap_or_default());
         ids.push(resp.json::<Value>().unwrap()["id"].as_i64().unwrap());
@@ -183,24 +180,24 @@ fn queries_are_embedded_by_the_query_model_close_to_the_documents_vectors() {
     for id in &ids {
         kb.indexed(&kb.alice, *id);
     }
-    let best = |kb: &Kb| -> (i64, f64) {
-        let hits = kb.hits(
-            &kb.alice,
-            json!({"query": passage, "mode": "vector", "top_k": 2}),
-        );
-        assert_eq!(hits[0]["chunk"]["text"], passage, "{hits:?}");
-        (
-            first_document(&hits),
-            hits[0]["score"].as_f64().expect("score"),
-        )
-    };
-    let (doc, quantised) = best(&kb);
-    assert_eq!(doc, ids[0]);
-    assert!(
-        (0.98..0.999).contains(&quantised),
-        "the query model's vector should be close to, not equal to, the passage's: {quantised}"
-    );
+    ids[0]
+}
 
+/// The vector search's best hit for the passage's own words: its document and score.
+fn best_for_passage(kb: &Kb) -> (i64, f64) {
+    let hits = kb.hits(
+        &kb.alice,
+        json!({"query": PASSAGE, "mode": "vector", "top_k": 2}),
+    );
+    assert_eq!(hits[0]["chunk"]["text"], PASSAGE, "{hits:?}");
+    (
+        first_document(&hits),
+        hits[0]["score"].as_f64().expect("score"),
+    )
+}
+
+/// Stops the daemon, sets `models.embedding_query_model` (TOML string) and starts it again.
+fn restart_with_query_model(kb: &mut Kb, value: &str) {
     kb.daemon.terminate();
     kb.daemon.wait_exit(std::time::Duration::from_secs(30));
     let config = kb.setup.config_path();
@@ -213,9 +210,56 @@ fn queries_are_embedded_by_the_query_model_close_to_the_documents_vectors() {
         text.contains(&format!("{query_model:?}")),
         "config layout changed"
     );
-    std::fs::write(&config, text.replace(&format!("{query_model:?}"), "\"\"")).unwrap();
+    std::fs::write(&config, text.replace(&format!("{query_model:?}"), value)).unwrap();
     kb.restart_stopped();
-    let (doc, exact) = best(&kb);
-    assert_eq!(doc, ids[0]);
+}
+
+/// Queries are embedded by the query model (int8 activations), documents by the embedding
+/// model: a search for a passage's own words scores it a little below an exact match, and
+/// exactly 1 once `models.embedding_query_model` is emptied and queries use the embedding model.
+#[test]
+fn queries_are_embedded_by_the_query_model_close_to_the_documents_vectors() {
+    let mut kb = Kb::start();
+    let passage = index_passages(&kb);
+    let (doc, quantised) = best_for_passage(&kb);
+    assert_eq!(doc, passage);
+    assert!(
+        (0.98..0.999).contains(&quantised),
+        "the query model's vector should be close to, not equal to, the passage's: {quantised}"
+    );
+
+    restart_with_query_model(&mut kb, "\"\"");
+    let (doc, exact) = best_for_passage(&kb);
+    assert_eq!(doc, passage);
     assert!(exact > 0.9995, "the embedding model's own vector: {exact}");
+}
+
+/// A query model that does not take and give the embedding model's tensors (here ONNX
+/// Runtime's own one-input sigmoid sample) is refused at the first search, with the setting
+/// named in the log, and queries are embedded by the embedding model instead.
+#[test]
+fn a_query_model_of_another_shape_leaves_queries_to_the_embedding_model() {
+    let mut kb = Kb::start();
+    let passage = index_passages(&kb);
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .expect("python3");
+    let sigmoid = std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim())
+        .join("datasets/sigmoid.onnx");
+    assert!(sigmoid.is_file(), "{}", sigmoid.display());
+    restart_with_query_model(&mut kb, &format!("{:?}", sigmoid.display().to_string()));
+
+    let (doc, score) = best_for_passage(&kb);
+    assert_eq!(doc, passage);
+    assert!(score > 0.9995, "the embedding model's own vector: {score}");
+    let logs = kb.daemon.logs();
+    assert!(
+        logs.contains("models.embedding_query_model")
+            && logs.contains("does not take and give the tensors"),
+        "{logs}"
+    );
 }
