@@ -314,6 +314,9 @@ pub struct KbConfig {
     pub rrf_vector_weight: f64,
     /// How often changed vector indexes are saved.
     pub index_save_interval_seconds: u64,
+    /// How long a collection's text index must have committed nothing before its segments
+    /// are merged.
+    pub text_merge_quiet_seconds: u64,
 }
 
 /// `[answers]`.
@@ -853,7 +856,7 @@ impl Config {
         self.validate_gpu()?;
         self.validate_backup()?;
         self.validate_volume()?;
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 18] = [
             (
                 "auth.access_token_ttl_seconds",
                 self.auth.access_token_ttl_seconds,
@@ -888,6 +891,10 @@ impl Config {
             (
                 "kb.index_save_interval_seconds",
                 self.kb.index_save_interval_seconds,
+            ),
+            (
+                "kb.text_merge_quiet_seconds",
+                self.kb.text_merge_quiet_seconds,
             ),
         ];
         for (key, value) in positive {

@@ -263,3 +263,59 @@ fn a_query_model_of_another_shape_leaves_queries_to_the_embedding_model() {
         "{logs}"
     );
 }
+
+/// Each document indexed on its own leaves a text segment of its own; once the collection has
+/// been quiet for `kb.text_merge_quiet_seconds`, the daemon merges them into one per core
+/// (never more than there were), and every document is still found by its words.
+#[test]
+fn a_quiet_collection_merges_its_text_segments_and_keeps_every_document() {
+    let setup = crate::common::Setup::new().with("[kb]\ntext_merge_quiet_seconds = 4");
+    let kb = Kb::start_with(setup);
+    kb.collection(&kb.alice, json!({"name": "library"}));
+    let passages = [
+        ("keeper.txt", PASSAGE, "lighthouse keeper"),
+        (
+            "granite.txt",
+            "Granite forms when magma cools slowly deep underground.",
+            "magma cools",
+        ),
+        (
+            "tides.txt",
+            "Tides rise and fall twice a day as the moon pulls on the oceans.",
+            "moon pulls oceans",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, text, _) in passages {
+        let resp = kb.upload_bytes(&kb.alice, "library", name, text.into(), None);
+        assert_eq!(resp.status(), 202, "{}", resp.text().unwrap_or_default());
+        let id = resp.json::<Value>().unwrap()["id"].as_i64().unwrap();
+        kb.indexed(&kb.alice, id);
+        ids.push(id);
+    }
+    let segments = || -> u64 {
+        let coll: Value = kb
+            .get(&kb.alice, "/api/v1/collections/library")
+            .json()
+            .unwrap();
+        coll["index"]["text_segments"]
+            .as_u64()
+            .expect("text_segments")
+    };
+    assert_eq!(segments(), 3, "one commit per document");
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let expected = cores.min(3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while segments() != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(segments(), expected, "segments once quiet on {cores} cores");
+    for ((_, _, words), id) in passages.iter().zip(&ids) {
+        let hits = kb.hits(
+            &kb.alice,
+            json!({"query": words, "mode": "text", "top_k": 3}),
+        );
+        assert_eq!(first_document(&hits), *id, "{words}: {hits:?}");
+    }
+}

@@ -51,6 +51,8 @@ pub struct IndexState {
     pub vectors: usize,
     /// Chunks in the text index.
     pub text_chunks: u64,
+    /// Segments of the text index; merged down once the collection is quiet.
+    pub text_segments: usize,
     /// Last change of the log both indexes hold.
     pub applied_change: i64,
     /// Last change the saved vector file holds.
@@ -197,6 +199,7 @@ impl Indexes {
         Some(IndexState {
             vectors: index.vectors.len(),
             text_chunks: index.text.len(),
+            text_segments: index.text.segments(),
             applied_change: index
                 .text_applied
                 .load(Ordering::Acquire)
@@ -324,6 +327,7 @@ impl Indexes {
                 self.save_all(&store);
             }
             self.calibrate_one(&store);
+            self.merge_one_quiet();
             if let Err(e) = store.with_conn(|conn| self.count_documents(conn)) {
                 tracing::debug!(error = %e, "cannot count documents");
             }
@@ -380,6 +384,40 @@ impl Indexes {
         }
     }
 
+    /// Every open collection's indexes.
+    fn open_indexes(&self) -> Vec<(i64, Arc<CollectionIndex>)> {
+        self.open
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Merges the text segments of one collection that has been quiet for
+    /// `kb.text_merge_quiet_seconds`: an ingestion in progress keeps committing, and merging
+    /// under it would soon be undone. It runs inside the applier's round, so a snapshot never
+    /// links a merge half done; changes arriving meanwhile wait for it (seconds at a million
+    /// chunks).
+    fn merge_one_quiet(&self) {
+        for (id, index) in self.open_indexes() {
+            let started = Instant::now();
+            let quiet = Duration::from_secs(self.config.text_merge_quiet_seconds);
+            match index.text.merge_when_quiet(quiet) {
+                Ok(0) => continue,
+                Ok(merged) => tracing::info!(
+                    collection = id,
+                    merged,
+                    segments = index.text.segments(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "text index segments merged"
+                ),
+                Err(e) => {
+                    tracing::warn!(collection = id, error = %e, "cannot merge text index segments")
+                }
+            }
+            return;
+        }
+    }
+
     fn remove_dropped(&self) {
         let ids: Vec<i64> = self
             .dropped
@@ -420,12 +458,7 @@ impl Indexes {
     }
 
     fn save_all(&self, store: &Store) {
-        let open: Vec<(i64, Arc<CollectionIndex>)> = self
-            .open
-            .read()
-            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
-            .unwrap_or_default();
-        for (id, index) in open {
+        for (id, index) in self.open_indexes() {
             let applied = index.vector_applied.load(Ordering::Acquire);
             if applied > index.vector_saved.load(Ordering::Acquire) {
                 match index.vectors.save(applied) {
