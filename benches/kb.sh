@@ -105,7 +105,7 @@ for m in ("text", "vector", "hybrid"):
 print("  (goal at 1M: hybrid over HTTP p50 <= 10 ms, p99 <= 50 ms)")
 c = http["calibration"]
 print(f"  the daemon's calibration: ef {c['expansion_search']} for recall@10 {c['recall']:.3f} on {c['probes']} probes, {c['queries']} of them real queries "
-      f"(target {c['target']}); these latencies are at that ef")
+      f"(target {c['target']}); these latencies are at that ef, over {http['text_segments']} text index segment(s)")
 print(f"  vector path, one thread, one query at a time (FAISS HNSW build {faiss['build_seconds']:.0f} s):")
 print("  ef   usearch recall  q/s      FAISS recall  q/s      q/s ratio")
 for u, f in zip(inproc["usearch"]["sweep"], faiss["sweep"]):

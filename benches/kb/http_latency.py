@@ -1,9 +1,11 @@
 """Search latency over HTTP, one client, one request at a time, per mode, once the collection's
 vector index has calibrated its search list for its size on real queries (the last 40 of the
-list are asked first for that; the figures are at the size it chose). Prints JSON.
+list are asked first for that; the figures are at the size it chose) and its text index has
+merged its segments to about one per core (the daemon does that once a collection has been
+quiet for 30 s). Prints JSON.
 
 usage: http_latency.py BASE_URL API_KEY COLLECTION QUERIES_JSON"""
-import json, sys, time
+import json, os, sys, time
 
 import requests
 
@@ -20,7 +22,12 @@ while True:
         break
     assert time.time() < deadline, f"no calibration after 600 s: {state}"
     time.sleep(0.5)
-out = {"calibration": cal}
+# The merge may keep a small segment beside one per core, so this waits a while, not forever.
+deadline = time.time() + 90
+while state.get("text_segments", 1) > os.cpu_count() and time.time() < deadline:
+    time.sleep(0.5)
+    state = s.get(f"{base}/api/v1/collections/{coll}").json()["index"]
+out = {"calibration": cal, "text_segments": state.get("text_segments")}
 for mode in ("text", "vector", "hybrid"):
     times = []
     for i, q in enumerate(queries):
