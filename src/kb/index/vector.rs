@@ -95,7 +95,7 @@ const SUFFIX: &str = ".usearch";
 fn options(s: &VectorSettings) -> IndexOptions {
     IndexOptions {
         dimensions: s.dimensions,
-        metric: MetricKind::Cos,
+        metric: metric(s.scalar),
         quantization: match s.scalar {
             VectorScalar::F32 => ScalarKind::F32,
             VectorScalar::Bf16 => ScalarKind::BF16,
@@ -254,11 +254,9 @@ impl VectorIndex {
                 if index.contains(*key) {
                     continue;
                 }
-                let added = match self.settings.scalar {
-                    VectorScalar::I8 => index.add(*key, &quantise(vector)),
-                    _ => index.add(*key, vector),
-                };
-                added.map_err(|e| format!("cannot add chunk {key} to the vector index: {e}"))?;
+                Encoded::new(self.settings.scalar, vector)
+                    .add(&index, *key)
+                    .map_err(|e| format!("cannot add chunk {key} to the vector index: {e}"))?;
             }
             Ok(())
         };
@@ -341,14 +339,12 @@ impl VectorIndex {
             }
             recent.push_back(query.to_vec());
         }
+        let query = Encoded::new(self.settings.scalar, query);
         let matches = match keep {
-            None => run_search(&index, self.settings.scalar, query, k)?,
-            Some(f) => match self.settings.scalar {
-                VectorScalar::I8 => index.filtered_search(&quantise(query), k, f),
-                _ => index.filtered_search(query, k, f),
-            }
-            .map_err(|e| format!("vector search failed: {e}"))?,
-        };
+            None => query.search(&index, k),
+            Some(f) => query.filtered_search(&index, k, f),
+        }
+        .map_err(|e| format!("vector search failed: {e}"))?;
         Ok(matches.keys.into_iter().zip(matches.distances).collect())
     }
 
@@ -384,8 +380,8 @@ impl VectorIndex {
     }
 
     /// Measures recall@10 against exact search on probe queries and keeps the smallest
-    /// search list size, from the configured one doubling up to the configured most, that
-    /// reaches the target. Probes are the latest queries, then the midpoints of pairs of
+    /// search list size, between the configured one and the configured most, that reaches
+    /// the target (see [`shortest_list`]). Probes are the latest queries, then the midpoints of pairs of
     /// `pairs` vectors. A stored vector itself would not do: it is a node of the graph, so
     /// a search reaches its neighbours far more easily than a query's (at a million chunks,
     /// 0.998 against 0.79 for real queries at the same size).
@@ -432,22 +428,25 @@ impl VectorIndex {
             self.settings.recall_target,
             self.settings.expansion_search_max,
         );
-        let mut expansion = self.settings.expansion_search.min(most);
-        let recall = loop {
-            index.change_expansion_search(expansion);
-            let mut hits = 0usize;
-            let mut wanted = 0usize;
-            for (q, truth) in probes.iter().zip(&truths) {
-                let found = run_search(&index, scalar, q, RECALL_AT)?;
-                hits += found.keys.iter().filter(|k| truth.contains(k)).count();
-                wanted += truth.len();
-            }
-            let recall = hits as f64 / wanted.max(1) as f64;
-            if recall >= target || expansion >= most {
-                break recall;
-            }
-            expansion = (expansion * 2).min(most);
-        };
+        let (expansion, recall) = shortest_list(
+            self.settings.expansion_search.min(most),
+            most,
+            target,
+            |expansion| {
+                index.change_expansion_search(expansion);
+                let mut hits = 0usize;
+                let mut wanted = 0usize;
+                for (q, truth) in probes.iter().zip(&truths) {
+                    let found = Encoded::new(scalar, q)
+                        .search(&index, RECALL_AT)
+                        .map_err(|e| format!("vector search failed: {e}"))?;
+                    hits += found.keys.iter().filter(|k| truth.contains(k)).count();
+                    wanted += truth.len();
+                }
+                Ok(hits as f64 / wanted.max(1) as f64)
+            },
+        )?;
+        index.change_expansion_search(expansion);
         self.expansion.store(expansion, Ordering::Release);
         let calibration = Calibration {
             vectors: size,
@@ -507,17 +506,37 @@ impl VectorIndex {
 }
 
 /// Searches one query, converting it as the index stores vectors.
-fn run_search(
-    index: &Index,
-    scalar: VectorScalar,
-    query: &[f32],
-    k: usize,
-) -> Result<Matches, String> {
-    match scalar {
-        VectorScalar::I8 => index.search(&quantise(query), k),
-        _ => index.search(query, k),
+/// The shortest search list, from `start` up to `most`, whose `recall` reaches `target`,
+/// with the recall measured there; `most` when none does. The list doubles until it reaches
+/// the target, then the gap to the last one short of it is halved until it is an eighth of
+/// the list: at a million vectors recall grows slowly with the list (0.940 at 512, 0.970 at
+/// 1024), so doubling alone would search with up to twice the list needed.
+fn shortest_list(
+    start: usize,
+    most: usize,
+    target: f64,
+    mut recall: impl FnMut(usize) -> Result<f64, String>,
+) -> Result<(usize, f64), String> {
+    let mut list = start.max(1);
+    let mut reached = recall(list)?;
+    let mut short = None;
+    while reached < target && list < most {
+        short = Some(list);
+        list = (list * 2).min(most);
+        reached = recall(list)?;
     }
-    .map_err(|e| format!("vector search failed: {e}"))
+    if let (Some(mut low), true) = (short, reached >= target) {
+        while list - low > list / 8 {
+            let middle = low + (list - low) / 2;
+            let r = recall(middle)?;
+            if r >= target {
+                (list, reached) = (middle, r);
+            } else {
+                low = middle;
+            }
+        }
+    }
+    Ok((list, reached))
 }
 
 fn read_calibration(dir: &Path) -> Option<Calibration> {
@@ -532,6 +551,74 @@ fn write_calibration(dir: &Path, calibration: &Calibration) -> Result<(), String
     std::fs::write(&tmp, json)
         .and_then(|()| std::fs::rename(&tmp, dir.join(CALIBRATION_FILE)))
         .map_err(|e| format!("cannot save the vector index's calibration: {e}"))
+}
+
+/// The distance the index measures for a scalar kind. The float kinds hold vectors scaled to
+/// unit length, whose inner product is their cosine: usearch's cosine would compute both
+/// norms again at every distance, and inner product searched 1.3–1.5× the queries per second
+/// at a million vectors for the same neighbours. i8 vectors are scaled to their largest
+/// component, not to unit length, so they keep cosine.
+fn metric(scalar: VectorScalar) -> MetricKind {
+    match scalar {
+        VectorScalar::I8 => MetricKind::Cos,
+        VectorScalar::F32 | VectorScalar::Bf16 | VectorScalar::F16 => MetricKind::IP,
+    }
+}
+
+/// A vector as the index stores and compares it (see [`metric`]).
+enum Encoded {
+    Unit(Vec<f32>),
+    Quantised(Vec<i8>),
+}
+
+impl Encoded {
+    fn new(scalar: VectorScalar, v: &[f32]) -> Encoded {
+        match scalar {
+            VectorScalar::I8 => Encoded::Quantised(quantise(v)),
+            VectorScalar::F32 | VectorScalar::Bf16 | VectorScalar::F16 => {
+                Encoded::Unit(unit_length(v))
+            }
+        }
+    }
+
+    fn add(&self, index: &Index, key: u64) -> Result<(), String> {
+        match self {
+            Encoded::Unit(v) => index.add(key, v),
+            Encoded::Quantised(v) => index.add(key, v),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn search(&self, index: &Index, k: usize) -> Result<Matches, String> {
+        match self {
+            Encoded::Unit(v) => index.search(v, k),
+            Encoded::Quantised(v) => index.search(v, k),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn filtered_search(
+        &self,
+        index: &Index,
+        k: usize,
+        keep: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Result<Matches, String> {
+        match self {
+            Encoded::Unit(v) => index.filtered_search(v, k, keep),
+            Encoded::Quantised(v) => index.filtered_search(v, k, keep),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// The vector scaled to unit length; one of zero or non-finite length is kept as it is.
+fn unit_length(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
 }
 
 /// Scales a vector so its largest component is ±127: usearch's own conversion assumes unit
@@ -628,6 +715,74 @@ pub(super) mod tests {
         dot / (norm(a) * norm(b))
     }
 
+    #[test]
+    fn vectors_of_any_length_are_ranked_by_cosine_and_answer_cosine_distances() {
+        for scalar in [VectorScalar::F32, VectorScalar::Bf16, VectorScalar::F16] {
+            let dir = tempfile::tempdir().unwrap();
+            let settings = VectorSettings {
+                connectivity: 16,
+                expansion_add: 64,
+                ..sparse(scalar, 300, 300, 0.0)
+            };
+            let (index, _) = VectorIndex::open(dir.path(), settings).unwrap();
+            // Lengths from 0.01 to 100: an inner product of the raw vectors would put the
+            // longest first whatever their direction.
+            let base: Vec<Vec<f32>> = random_vectors(300, 11)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let scale = 10f32.powi(i as i32 % 5 - 2);
+                    v.iter().map(|x| x * scale).collect()
+                })
+                .collect();
+            add_numbered(&index, &base);
+            for q in random_vectors(20, 12) {
+                let q: Vec<f32> = q.iter().map(|x| x * 7.0).collect();
+                let best = (0..base.len())
+                    .max_by(|&a, &b| cosine(&q, &base[a]).total_cmp(&cosine(&q, &base[b])))
+                    .unwrap();
+                let found = index.search(&q, 5, None).unwrap();
+                assert_eq!(found[0].0, best as u64, "{scalar:?}");
+                for (key, distance) in found {
+                    let want = 1.0 - cosine(&q, &base[key as usize]);
+                    assert!(
+                        (distance - want).abs() < 0.02,
+                        "{scalar:?}: chunk {key} at {distance}, cosine distance {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_saved_with_cosine_distances_opens_and_answers_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sparse(VectorScalar::Bf16, 64, 64, 0.0);
+        let base = random_vectors(200, 21);
+        let old = Index::new(&IndexOptions {
+            metric: MetricKind::Cos,
+            ..options(&settings)
+        })
+        .unwrap();
+        old.reserve(base.len()).unwrap();
+        for (i, v) in base.iter().enumerate() {
+            old.add(i as u64, v).unwrap();
+        }
+        let file = dir.path().join(format!("{PREFIX}{:020}{SUFFIX}", 7));
+        old.save(&file.to_string_lossy()).unwrap();
+
+        let (index, applied) = VectorIndex::open(dir.path(), settings).unwrap();
+        assert_eq!((applied, index.len()), (7, 200));
+        for (i, v) in base.iter().enumerate().step_by(20) {
+            let found = index.search(v, 1, None).unwrap();
+            assert_eq!(found[0].0, i as u64);
+            assert!(found[0].1.abs() < 0.01, "{found:?}");
+        }
+        let new = random_vectors(1, 22).remove(0);
+        index.add(&[(1000, &new)]).unwrap();
+        assert_eq!(index.search(&new, 1, None).unwrap()[0].0, 1000);
+    }
+
     /// Recall@10 of the index's answers to fresh queries, against a brute force written here.
     fn measured_recall(index: &VectorIndex, base: &[Vec<f32>], queries: &[Vec<f32>]) -> f64 {
         let mut hits = 0;
@@ -674,13 +829,18 @@ pub(super) mod tests {
     ) -> (VectorIndex, Vec<Vec<f32>>) {
         let (index, _) = VectorIndex::open(dir, settings).unwrap();
         let base = random_vectors(n, seed);
+        add_numbered(&index, &base);
+        (index, base)
+    }
+
+    /// Adds `base` under keys 0..n.
+    fn add_numbered(index: &VectorIndex, base: &[Vec<f32>]) {
         let items: Vec<(u64, &[f32])> = base
             .iter()
             .enumerate()
             .map(|(i, v)| (i as u64, v.as_slice()))
             .collect();
         index.add(&items).unwrap();
-        (index, base)
     }
 
     #[test]
@@ -741,6 +901,36 @@ pub(super) mod tests {
         let (index, _) = VectorIndex::open(dir.path(), off).unwrap();
         assert_eq!(index.expansion_search(), 4);
         assert!(!index.calibration_due());
+    }
+
+    #[test]
+    fn the_search_list_stops_within_an_eighth_of_the_shortest_that_reaches_the_target() {
+        // Recall as the 1M collection measured it: 0.940 at 512, 0.970 at 1024.
+        let curve = |list: usize| (0.94 + 0.03 * (list as f64 / 512.0).log2()).min(1.0);
+        let needed = (1..4096).find(|&l| curve(l) >= 0.95).unwrap();
+        let mut tried = Vec::new();
+        let (list, recall) = shortest_list(128, 2048, 0.95, |l| {
+            tried.push(l);
+            Ok(curve(l))
+        })
+        .unwrap();
+        assert!(recall >= 0.95 && recall == curve(list), "{list} {recall}");
+        assert!(
+            list >= needed && list - needed <= list / 8,
+            "{list} for {needed}, tried {tried:?}"
+        );
+        assert!(tried.len() <= 8, "{tried:?}");
+
+        // Reached at the start: nothing longer is tried.
+        assert_eq!(
+            shortest_list(128, 2048, 0.5, |_| Ok(0.9)).unwrap(),
+            (128, 0.9)
+        );
+        // Never reached: the longest list allowed, and its recall.
+        let (list, recall) = shortest_list(100, 1000, 0.99, |l| Ok(l as f64 / 2000.0)).unwrap();
+        assert_eq!((list, recall), (1000, 0.5));
+        // A failed measurement is the calibration's error.
+        assert!(shortest_list(8, 64, 0.9, |_| Err("probe failed".into())).is_err());
     }
 
     #[test]
