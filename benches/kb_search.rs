@@ -139,7 +139,7 @@ fn main() -> Result<(), Error> {
     let file = newest_vector_file(&config.data_dir, &store, collection)?;
     let index = usearch::Index::restore(&file.to_string_lossy())?;
     let mut sweep = Vec::new();
-    for ef in [16, 32, 64, 128, 256, 512, 1024] {
+    for ef in [16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048] {
         index.change_expansion_search(ef);
         let t = Instant::now();
         let mut hit = 0usize;

@@ -21,7 +21,7 @@ index.add(base)
 build = time.time() - t
 faiss.omp_set_num_threads(1)
 sweep = []
-for ef in (16, 32, 64, 128, 256, 512, 1024):
+for ef in (16, 32, 64, 128, 256, 384, 512, 768, 1024, 2048):
     index.hnsw.efSearch = ef
     t = time.perf_counter()
     hit = 0
