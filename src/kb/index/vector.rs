@@ -381,10 +381,10 @@ impl VectorIndex {
 
     /// Measures recall@10 against exact search on probe queries and keeps the smallest
     /// search list size, between the configured one and the configured most, that reaches
-    /// the target (see [`shortest_list`]). Probes are the latest queries, then the midpoints of pairs of
-    /// `pairs` vectors. A stored vector itself would not do: it is a node of the graph, so
-    /// a search reaches its neighbours far more easily than a query's (at a million chunks,
-    /// 0.998 against 0.79 for real queries at the same size).
+    /// the target (see [`shortest_list`]). Probes are the latest queries, then the midpoints
+    /// of pairs of `pairs` vectors. A stored vector itself would not do: it is a node of the
+    /// graph, so a search reaches its neighbours far more easily than a query's (at a million
+    /// chunks, 0.998 against 0.79 for real queries at the same size).
     ///
     /// The exact answers come from one pass over `all`, every stored (key, vector); keys the
     /// index does not hold (yet) are skipped. While it runs, concurrent searches use the
@@ -505,7 +505,6 @@ impl VectorIndex {
     }
 }
 
-/// Searches one query, converting it as the index stores vectors.
 /// The shortest search list, from `start` up to `most`, whose `recall` reaches `target`,
 /// with the recall measured there; `most` when none does. The list doubles until it reaches
 /// the target, then the gap to the last one short of it is halved until it is an eighth of
